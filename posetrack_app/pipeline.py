@@ -1,0 +1,142 @@
+"""The per-frame pipeline and `build_pipeline(cfg)`, the one place that maps config to objects.
+
+    frame -> detector -> (+ tracker proposals, merged by box NMS) -> pose stage -> tracker -> Tracks
+
+Stage protocols (plain duck typing):
+    detector(frame: Frame) -> Detections
+    pose_stage(frame: Frame, detections: Detections) -> Poses        (.skeleton: the keypoint layout)
+    tracker.propose(frame) -> Detections; tracker.update(frame, poses) -> Tracks; tracker.reset()
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+
+from .config import AppConfig
+from .ops.boxes import nms
+from .structures import Detections, Frame, Tracks
+from .timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+
+def merge_detections(detections: Detections, proposals: Detections, iou_threshold: float) -> Detections:
+    """Union of detector boxes and tracker-propagated boxes, duplicates removed by NMS (higher score wins).
+
+    Keypoints survive the merge when both sides carry them with the same K; otherwise they are dropped.
+    """
+    if len(proposals) == 0:
+        return detections
+    if len(detections) == 0:
+        return proposals
+    keypoints = None
+    if (detections.keypoints is not None and proposals.keypoints is not None
+            and detections.keypoints.shape[1] == proposals.keypoints.shape[1]):
+        keypoints = np.concatenate([detections.keypoints, proposals.keypoints])
+    merged = Detections(
+        np.concatenate([detections.boxes_xyxy, proposals.boxes_xyxy]),
+        np.concatenate([detections.scores, proposals.scores]),
+        keypoints,
+    )
+    return merged.select(nms(merged.boxes_xyxy, merged.scores, iou_threshold))
+
+
+class Pipeline:
+    """Runs the stages on one frame at a time and times each stage.
+
+    detect_every: run the detector on every k-th frame only; the tracker's proposals carry the frames between.
+    box_merge_iou_threshold: IoU above which a propagated box is a duplicate of a detected one.
+    """
+
+    def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1,
+                 box_merge_iou_threshold: float = 0.5, timer: Optional[StageTimer] = None):
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.detector = detector
+        self.pose_stage = pose_stage
+        self.tracker = tracker
+        self.detect_every = detect_every
+        self.box_merge_iou_threshold = box_merge_iou_threshold
+        self.timer = timer or StageTimer()
+        self._frames_since_reset = 0
+
+    @property
+    def skeleton(self):
+        return self.pose_stage.skeleton
+
+    def reset(self) -> None:
+        """Call at every sequence boundary: track ids restart."""
+        self.tracker.reset()
+        self._frames_since_reset = 0
+
+    def step(self, frame: Frame) -> Tracks:
+        timer = self.timer
+        if self._frames_since_reset % self.detect_every == 0:
+            with timer.stage("detect"):
+                detections = self.detector(frame)
+        else:
+            detections = Detections.empty()
+        self._frames_since_reset += 1
+        with timer.stage("propagate"):
+            proposals = self.tracker.propose(frame)
+            boxes = merge_detections(detections, proposals, self.box_merge_iou_threshold)
+        with timer.stage("pose"):
+            poses = self.pose_stage(frame, boxes)
+        with timer.stage("track"):
+            return self.tracker.update(frame, poses)
+
+
+def build_detector(cfg: AppConfig):
+    from .detection.yolo_onnx import YoloPoseDetector
+
+    d = cfg.detector
+    return YoloPoseDetector.from_model(
+        d.model,
+        input_size=d.input_size,
+        score_threshold=d.score_threshold,
+        nms_iou_threshold=d.nms_iou_threshold,
+        max_detections=d.max_detections,
+        providers=d.providers,
+        cache_dir=d.cache_dir,
+    )
+
+
+def build_pose_stage(cfg: AppConfig):
+    """The HRNet top-down estimator when weights are configured, else the detector's own keypoints."""
+    from .pose.detector_keypoints import DetectorKeypointPoses
+
+    p = cfg.pose
+    if p.model == "detector":
+        return DetectorKeypointPoses()
+    if p.require_weights:
+        from .errors import UserError
+        raise UserError(
+            f"pose.require_weights is true but pose model {p.model!r} cannot be built here: "
+            "set pose.weights to an official HRNet checkpoint"
+        )
+    log.warning("No HRNet weights configured (pose.weights): using the detector's own keypoints. "
+                "Pass --set pose.weights=PATH/pose_hrnet_w48_384x288.pth for HRNet poses.")
+    return DetectorKeypointPoses()
+
+
+def build_tracker(cfg: AppConfig, skeleton):
+    t = cfg.tracker
+    if t.kind == "iou":
+        from .tracking.iou_tracker import IouTracker
+        return IouTracker(
+            skeleton=skeleton,
+            match_iou_threshold=t.iou.match_iou_threshold,
+            max_lost_frames=t.iou.max_lost_frames,
+            new_track_min_score=t.iou.new_track_min_score,
+        )
+    from .errors import ConfigError
+    raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: iou")
+
+
+def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None) -> Pipeline:
+    detector = build_detector(cfg)
+    pose_stage = build_pose_stage(cfg)
+    tracker = build_tracker(cfg, pose_stage.skeleton)
+    return Pipeline(detector, pose_stage, tracker, detect_every=cfg.detector.detect_every, timer=timer)

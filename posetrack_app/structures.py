@@ -1,0 +1,160 @@
+"""Per-frame data passed between stages: dataclasses of parallel numpy arrays, shapes checked.
+
+Shape glossary:
+    N  persons (or boxes) in one frame
+    K  keypoints per person
+    H x W  image height x width in pixels
+
+All coordinates are continuous image pixels (x right, y down), no `+1` convention.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+def _as_float32(array, shape_tail: tuple, name: str) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 1 + len(shape_tail) or array.shape[1:] != shape_tail:
+        raise ValueError(f"{name} must have shape [N, {', '.join(map(str, shape_tail))}], got {array.shape}")
+    return array
+
+
+def _check_length(n: int, array: np.ndarray, name: str) -> None:
+    if len(array) != n:
+        raise ValueError(f"{name} has {len(array)} rows, expected {n}")
+
+
+@dataclass
+class Frame:
+    """One decoded video frame.
+
+    image_bgr: uint8 [H, W, 3] as OpenCV decodes it.
+    index: 0-based position in the source; timestamp_s: seconds since the source started.
+    """
+
+    index: int
+    image_bgr: np.ndarray
+    timestamp_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.image_bgr.ndim != 3 or self.image_bgr.shape[2] != 3 or self.image_bgr.dtype != np.uint8:
+            raise ValueError(f"Frame.image_bgr must be uint8 [H, W, 3], got {self.image_bgr.dtype} {self.image_bgr.shape}")
+
+    @property
+    def height(self) -> int:
+        return int(self.image_bgr.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image_bgr.shape[1])
+
+
+@dataclass
+class Detections:
+    """Person boxes of one frame.
+
+    boxes_xyxy: float32 [N, 4]; scores: float32 [N];
+    keypoints: optional float32 [N, K, 3] (x, y, score) when the box source predicts joints
+    (the YOLO-pose detector, or flow-propagated poses).
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    keypoints: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        self.boxes_xyxy = _as_float32(self.boxes_xyxy, (4,), "boxes_xyxy")
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        _check_length(len(self.boxes_xyxy), self.scores, "scores")
+        if self.keypoints is not None:
+            self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+            if self.keypoints.ndim != 3 or self.keypoints.shape[2] != 3:
+                raise ValueError(f"keypoints must have shape [N, K, 3], got {self.keypoints.shape}")
+            _check_length(len(self.boxes_xyxy), self.keypoints, "keypoints")
+
+    def __len__(self) -> int:
+        return len(self.boxes_xyxy)
+
+    @classmethod
+    def empty(cls, num_keypoints: Optional[int] = None) -> "Detections":
+        keypoints = None if num_keypoints is None else np.zeros((0, num_keypoints, 3), np.float32)
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), keypoints)
+
+    def select(self, index) -> "Detections":
+        keypoints = None if self.keypoints is None else self.keypoints[index]
+        return Detections(self.boxes_xyxy[index], self.scores[index], keypoints)
+
+
+@dataclass
+class Poses:
+    """Estimated poses of one frame.
+
+    keypoints: float32 [N, K, 2] image pixels; keypoint_scores: float32 [N, K] in [0, 1];
+    boxes_xyxy: float32 [N, 4] the box each pose was estimated in; box_scores: float32 [N].
+    """
+
+    keypoints: np.ndarray
+    keypoint_scores: np.ndarray
+    boxes_xyxy: np.ndarray
+    box_scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        if self.keypoints.ndim != 3 or self.keypoints.shape[2] != 2:
+            raise ValueError(f"keypoints must have shape [N, K, 2], got {self.keypoints.shape}")
+        n, k = self.keypoints.shape[:2]
+        self.keypoint_scores = np.asarray(self.keypoint_scores, dtype=np.float32)
+        if self.keypoint_scores.shape != (n, k):
+            raise ValueError(f"keypoint_scores must have shape [{n}, {k}], got {self.keypoint_scores.shape}")
+        self.boxes_xyxy = _as_float32(self.boxes_xyxy, (4,), "boxes_xyxy")
+        _check_length(n, self.boxes_xyxy, "boxes_xyxy")
+        self.box_scores = np.asarray(self.box_scores, dtype=np.float32).reshape(-1)
+        _check_length(n, self.box_scores, "box_scores")
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.keypoints.shape[1])
+
+    @classmethod
+    def empty(cls, num_keypoints: int) -> "Poses":
+        return cls(
+            np.zeros((0, num_keypoints, 2), np.float32),
+            np.zeros((0, num_keypoints), np.float32),
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+        )
+
+    def select(self, index) -> "Poses":
+        return Poses(self.keypoints[index], self.keypoint_scores[index], self.boxes_xyxy[index], self.box_scores[index])
+
+
+@dataclass
+class Tracks:
+    """Tracked poses of one frame: Poses plus one track id per person.
+
+    track_ids: int64 [N], unique within the frame, stable across frames for the same person.
+    """
+
+    track_ids: np.ndarray
+    poses: Poses
+    # Extra per-frame facts for logs and benchmarks (e.g. number of lost tracks kept alive).
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(-1)
+        _check_length(len(self.poses), self.track_ids, "track_ids")
+        if len(np.unique(self.track_ids)) != len(self.track_ids):
+            raise ValueError(f"track ids must be unique within a frame, got {self.track_ids.tolist()}")
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    @classmethod
+    def empty(cls, num_keypoints: int) -> "Tracks":
+        return cls(np.zeros(0, np.int64), Poses.empty(num_keypoints))
