@@ -33,7 +33,8 @@ class DetectorConfig:
     # Letterbox size (pixels, multiple of 32). Small pedestrians need 960-1280; 640 is YOLO's default.
     input_size: int = 960
     score_threshold: float = 0.25
-    nms_iou_threshold: float = 0.6
+    # Ultralytics' default, so our boxes match what `YOLO(...).predict` reports at the same settings.
+    nms_iou_threshold: float = 0.7
     max_detections: int = 100
     # ONNX Runtime execution providers in order of preference; those not installed are skipped.
     providers: tuple = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -70,10 +71,77 @@ class IouTrackerConfig:
 
 
 @dataclass(frozen=True)
+class FlowTrackConfig:
+    """FlowTracker (tracking/flowtrack.py). Defaults chosen by measurement on PETS09-S2L1 with YOLO11n-pose
+    keypoints (benchmarks/compare_trackers.py; results in benchmarks/results/compare_trackers_pets09.md)."""
+
+    # -- optical flow (tracking/flow.py) --
+    # "lk" (sparse pyramidal Lucas-Kanade at the joints), "dis" or "farneback" (dense, sampled at the joints).
+    flow_method: str = "lk"
+    # Frames are resized by this factor before flow (1.0 = full resolution).
+    flow_downscale: float = 1.0
+    # Lucas-Kanade window side (pixels of the downscaled frame) and extra pyramid levels.
+    flow_window_px: int = 21
+    flow_pyramid_levels: int = 3
+    # Forward-backward error (full-resolution pixels) above which a joint's flow is unreliable.
+    flow_fb_max_error_px: float = 1.0
+    # Joints scored below this are not flowed; they follow their person's median motion.
+    flow_min_keypoint_score: float = 0.2
+    # An unreliable joint follows its person's median motion and its score is multiplied by this.
+    unreliable_score_factor: float = 0.5
+    # -- propagated boxes (propose) --
+    # Propagated box = extent of the propagated joints scoring above flow_min_keypoint_score, each side grown by
+    # half of this fraction of the extent (0.15 = 15% larger).
+    box_enlarge_ratio: float = 0.15
+    # Joint and box scores of a pose carried by flow alone are multiplied by this per frame without a detection.
+    propagated_score_decay: float = 0.9
+    # A pose that exists only because its box was propagated ends its track's run when its pose score (mean
+    # keypoint score) falls below this.
+    min_propagated_pose_score: float = 0.3
+    # -- association (update) --
+    # "greedy" (highest OKS pair first, as FlowTrack) or "hungarian".
+    matcher: str = "greedy"
+    # Minimum OKS between a pose and a track's flow-warped pose to continue the track.
+    match_oks_threshold: float = 0.3
+    # Joints scored at or below this are left out of OKS.
+    oks_keypoint_score_threshold: float = 0.2
+    # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped.
+    pose_nms_oks_threshold: float = 0.7
+    # A lost track's OKS area grows by this fraction per lost frame: the longer hidden, the less sure where.
+    lost_area_growth_per_frame: float = 0.2
+    # -- track life cycle --
+    # Detector-backed poses below this box score never start a track.
+    new_track_min_score: float = 0.4
+    # Detector-backed matches a tentative track needs before it is reported (1 = at once).
+    min_hits_to_confirm: int = 1
+    # Frames a lost track is propagated and kept so its id can come back.
+    max_lost_frames: int = 30
+    # How a lost track moves: "flow_or_kalman" (flow where enough joints are reliable, else the Kalman filter),
+    # "kalman" (constant-velocity Kalman filter on the box centre) or "flow".
+    lost_track_motion: str = "kalman"
+    # Fraction of a track's flowed joints that must be reliable for flow to move it.
+    min_reliable_joint_fraction: float = 0.5
+    # Constant-velocity Kalman filter on the box centre (filterpy): process and measurement noise, pixels.
+    kalman_process_noise_px: float = 1.0
+    kalman_measurement_noise_px: float = 4.0
+    # -- keypoint smoothing of the reported poses --
+    # "none", "one_euro" or "kalman" (constant velocity per joint, filterpy).
+    smoothing: str = "none"
+    one_euro_min_cutoff_hz: float = 1.0
+    one_euro_beta: float = 0.05
+    one_euro_derivative_cutoff_hz: float = 1.0
+    # Frame rate assumed for smoothing when frame timestamps do not advance.
+    smoothing_default_fps: float = 30.0
+
+
+@dataclass(frozen=True)
 class TrackerConfig:
     # "iou" (greedy IoU baseline) or "flowtrack".
     kind: str = "iou"
     iou: IouTrackerConfig = field(default_factory=IouTrackerConfig)
+    flow: FlowTrackConfig = field(default_factory=FlowTrackConfig)
+    # Pipeline box merge: a propagated box whose IoU with a higher-scoring box is above this is a duplicate.
+    box_merge_iou_threshold: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ Stage protocols (plain duck typing):
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -140,3 +142,69 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None) -> Pipeli
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, detect_every=cfg.detector.detect_every, timer=timer)
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    # Distinct track ids output over the run.
+    tracks: int = 0
+    wall_s: float = 0.0
+    # Mean milliseconds per frame, per stage.
+    stage_mean_ms: Dict[str, float] = field(default_factory=dict)
+    dropped_frames: int = 0
+    truncated: bool = False
+    interrupted: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: Optional[int] = None,
+               queue_size: int = 8, on_frame: Optional[Callable[[Frame, Tracks], None]] = None) -> RunSummary:
+    """Reads `source` in a thread, steps the pipeline on each frame, and hands results to `sinks` in another.
+
+    Ctrl-C ends the run cleanly: the outputs written so far are closed and kept (summary.interrupted is set).
+    Any other error discards the outputs (no half-written files) and propagates.
+    """
+    from .io.sinks import SinkWriter
+    from .io.sources import ThreadedReader
+
+    summary = RunSummary()
+    reader = ThreadedReader(source, queue_size=queue_size)
+    writer = SinkWriter(sinks)
+    track_ids = set()
+    smoothed_fps = None
+    keep = False
+    start = time.perf_counter()
+    try:
+        try:
+            for frame in reader:
+                if max_frames is not None and summary.frames >= max_frames:
+                    break
+                step_start = time.perf_counter()
+                tracks = pipeline.step(frame)
+                step_fps = 1.0 / max(time.perf_counter() - step_start, 1e-6)
+                # Exponential smoothing keeps the on-screen FPS readable.
+                smoothed_fps = step_fps if smoothed_fps is None else 0.9 * smoothed_fps + 0.1 * step_fps
+                writer.put(frame, tracks, smoothed_fps)
+                track_ids.update(int(t) for t in tracks.track_ids)
+                summary.frames += 1
+                if on_frame is not None:
+                    on_frame(frame, tracks)
+                if writer.stop_requested:
+                    break
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            log.warning("interrupted after %d frames: closing the outputs written so far", summary.frames)
+        keep = True
+    finally:
+        reader.close()
+        writer.close(keep=keep)
+    summary.wall_s = time.perf_counter() - start
+    summary.tracks = len(track_ids)
+    summary.stage_mean_ms = pipeline.timer.mean_ms()
+    summary.dropped_frames = reader.dropped_frames
+    summary.truncated = source.truncated
+    return summary
