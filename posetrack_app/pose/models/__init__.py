@@ -19,10 +19,10 @@ class ModelSpec:
 
 
 def _collect() -> Dict[str, ModelSpec]:
-    from . import hrnet
+    from . import hourglass, hrnet, simple_baseline
 
     specs: Dict[str, ModelSpec] = {}
-    for module in (hrnet,):
+    for module in (hrnet, simple_baseline, hourglass):
         specs.update(module.MODEL_SPECS)
     return specs
 

@@ -40,11 +40,15 @@ class HourglassArch:
     num_stacks: hourglasses in sequence. num_features: channels inside every hourglass (F).
     depth: pooling levels per hourglass (4: H/4 -> H/64). blocks_per_module: residual blocks chained at
     every place the paper puts one residual module.
+    residual_after_hourglass: the released code (and its PyTorch ports) runs one residual module on each
+    hourglass's output before the 1x1 convs; the paper's text goes straight to the 1x1 convs. The HRNet paper's
+    Hourglass GFLOPs (14.3 at 256x192, 19.1 at 256x256) count the network without it (docs/models.md).
     """
     num_stacks: int = 8
     num_features: int = 256
     depth: int = 4
     blocks_per_module: int = 1
+    residual_after_hourglass: bool = True
 
 
 class PreActResidual(nn.Module):
@@ -127,7 +131,9 @@ class StackedHourglass(nn.Module):
 
         stacks = range(arch.num_stacks)
         self.hg = nn.ModuleList(Hourglass(features, arch.depth, blocks) for _ in stacks)
-        self.res = nn.ModuleList(residual_module(features, features, blocks) for _ in stacks)
+        self.res = nn.ModuleList(
+            residual_module(features, features, blocks) if arch.residual_after_hourglass else nn.Identity()
+            for _ in stacks)
         self.fc = nn.ModuleList(
             nn.Sequential(nn.Conv2d(features, features, 1), nn.BatchNorm2d(features), nn.ReLU(inplace=True))
             for _ in stacks)
@@ -154,13 +160,13 @@ def build_hourglass(arch: HourglassArch, num_keypoints: int = 17) -> StackedHour
 
 
 # name -> (variant, input (height, width)). 8 stacks is the paper's network; 256x192 is the COCO crop of the
-# HRNet comparison, 256x256 the paper's MPII input. Fewer stacks trade accuracy for speed (the paper's
-# Fig. 8 ablation); they keep the same total of residual blocks per stack pair as the PyTorch port's hg2/hg4.
+# HRNet comparison, 256x256 the paper's MPII input. 2 and 4 stacks (one block per module, like the PyTorch
+# port's hg_s2_b1 / hg_s4_b1 checkpoints) cost about 1/4 and 1/2 of the 8-stack network.
 VARIANTS: Dict[str, Tuple[HourglassArch, Tuple[int, int]]] = {
     "hourglass_8s_256x256": (HourglassArch(num_stacks=8), (256, 256)),
     "hourglass_8s_256x192": (HourglassArch(num_stacks=8), (256, 192)),
-    "hourglass_4s_256x192": (HourglassArch(num_stacks=4, blocks_per_module=2), (256, 192)),
-    "hourglass_2s_256x192": (HourglassArch(num_stacks=2, blocks_per_module=4), (256, 192)),
+    "hourglass_4s_256x192": (HourglassArch(num_stacks=4), (256, 192)),
+    "hourglass_2s_256x192": (HourglassArch(num_stacks=2), (256, 192)),
 }
 
 MODEL_SPECS: Dict[str, ModelSpec] = {
