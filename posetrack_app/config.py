@@ -154,12 +154,24 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class PoseTrackOutputConfig:
+    # PoseTrack prediction files (batch command): keypoints scoring below this are not written. Higher drops
+    # false positives and adds misses, so it moves MOTA; AP barely changes (it ranks by score anyway).
+    keypoint_score_threshold: float = 0.4
+    # How a COCO-17 model's output gets PoseTrack's head_bottom/head_top (see docs/posetrack.md):
+    # "shoulders_nose" derives them from the shoulders and nose; "none" leaves them out. A PoseTrack-trained
+    # checkpoint (17 channels in the PoseTrack order) predicts them and needs no rule.
+    head_rule: str = "shoulders_nose"
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    posetrack: PoseTrackOutputConfig = field(default_factory=PoseTrackOutputConfig)
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
