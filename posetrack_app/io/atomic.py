@@ -17,13 +17,18 @@ from ..errors import UserError
 def check_output_path(path) -> Path:
     """Fail early, with a fix, when `path` cannot be written (missing folder, no permission, a directory)."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if path.is_dir():
         raise UserError(f"output {path} is a directory: give a file name")
     if not folder.is_dir():
         raise UserError(f"output folder {folder} does not exist: create it first (mkdir -p {folder})")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder {folder} is not writable: choose another location")
+    # Creating a file is the only reliable test: os.access says yes to root even on read-only mounts.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".posetrack-write-test.", dir=folder)
+    except OSError as exc:
+        raise UserError(f"cannot write in {folder} ({exc.strerror}): choose another output location") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

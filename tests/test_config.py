@@ -1,0 +1,85 @@
+import dataclasses
+
+import pytest
+
+from posetrack_app.config import CONFIG_DIR, AppConfig, from_dict, load_config, parse_override, replace, to_dict
+from posetrack_app.errors import ConfigError
+
+
+def test_defaults_round_trip_through_dict():
+    cfg = AppConfig()
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_yaml_file_and_overrides_apply_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("detector:\n  input_size: 640\n  score_threshold: 0.5\n")
+    cfg = load_config(str(path), ["detector.input_size=1280", "render.draw_boxes=false"])
+    assert cfg.detector.input_size == 1280
+    assert cfg.detector.score_threshold == 0.5
+    assert cfg.render.draw_boxes is False
+
+
+def test_round_trip_through_yaml_file(tmp_path):
+    import yaml
+
+    cfg = load_config(None, ["detector.input_size=1280", "pose.flip_test=false"])
+    path = tmp_path / "dump.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert load_config(str(path)) == cfg
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a.b=1", {"a": {"b": 1}}),
+    ("a.b=0.5", {"a": {"b": 0.5}}),
+    ("a=true", {"a": True}),
+    ("a.b.c=hello", {"a": {"b": {"c": "hello"}}}),
+    ("a=[1, 2]", {"a": [1, 2]}),
+    ("a=", {"a": ""}),
+])
+def test_parse_override(text, expected):
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["detector.bogus=1"], "unknown config key detector.bogus; valid keys here: model, input_size"),
+    (["nosuchsection.x=1"], "unknown config key nosuchsection"),
+    (["detector.input_size=big"], "detector.input_size expects int"),
+    (["detector.input_size=1.5"], "detector.input_size expects int"),
+    (["render.draw_boxes=3"], "render.draw_boxes expects bool"),
+    (["detector=3"], "detector must be a mapping"),
+    (["no_equals_sign"], "--set expects KEY=VALUE"),
+])
+def test_rejections_name_the_problem(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(None, overrides)
+
+
+def test_int_is_accepted_for_float_fields():
+    cfg = load_config(None, ["detector.score_threshold=1"])
+    assert cfg.detector.score_threshold == 1.0 and isinstance(cfg.detector.score_threshold, float)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("detector:\n  input_size: [640\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(str(path))
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/no/such/config.yaml")
+
+
+def test_config_is_frozen_and_replace_makes_a_copy():
+    cfg = AppConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.detector.input_size = 1
+    changed = replace(cfg, **{"detector.input_size": 1280})
+    assert changed.detector.input_size == 1280 and cfg.detector.input_size != 1280
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_preset_loads(preset):
+    load_config(str(CONFIG_DIR / preset))

@@ -1,0 +1,153 @@
+"""`posetrack track` end to end on real video, and every bad input of the foundation issue:
+a one-line error, exit code 2, no traceback, no half-written output."""
+import json
+import socket
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from posetrack_app.cli import main
+
+NO_PROGRESS = ["--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def vtest(shared_data):
+    return shared_data / "pets09_s2l1" / "vtest.avi"
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def _assert_user_error(code, err, *fragments):
+    assert code == 2, err
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, err
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+def test_track_writes_video_json_and_mot(tmp_path, capsys, vtest):
+    out_video, out_json, out_mot = tmp_path / "a.mp4", tmp_path / "a.jsonl", tmp_path / "a.txt"
+    code, err = _run(capsys, ["track", str(vtest), "--out-video", str(out_video), "--out-json", str(out_json),
+                              "--out-mot", str(out_mot), "--max-frames", "8", *NO_PROGRESS])
+    assert code == 0, err
+    assert "8 frames" in err and "FPS" in err
+    records = [json.loads(line) for line in out_json.read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(8))
+    persons = [p for r in records for p in r["persons"]]
+    assert len(persons) >= 8  # PETS09 has 2-8 walkers in every frame
+    first = persons[0]
+    assert set(first) == {"track_id", "box_xyxy", "score", "keypoints"}
+    assert len(first["keypoints"]) == 17 and len(first["keypoints"][0]) == 3
+    # Identities persist: most ids of frame 0 are still there in frame 7.
+    ids0 = {p["track_id"] for p in records[0]["persons"]}
+    ids7 = {p["track_id"] for p in records[7]["persons"]}
+    assert len(ids0 & ids7) >= max(1, len(ids0) - 1)
+    mot = np.loadtxt(out_mot, delimiter=",", ndmin=2)
+    assert mot.shape == (len(persons), 10)
+    assert mot[:, 0].min() == 1 and mot[:, 0].max() == 8  # MOTChallenge frames count from 1
+    assert (mot[:, 7:] == -1).all()
+    capture = cv2.VideoCapture(str(out_video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (768, 576)
+    assert not list(tmp_path.glob(".*part*")), "temporary files left behind"
+
+
+def test_image_folder_source(tmp_path, capsys, vtest):
+    capture = cv2.VideoCapture(str(vtest))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        ok, image = capture.read()
+        cv2.imwrite(str(folder / f"{i:06d}.jpg"), image)
+    out_json = tmp_path / "f.jsonl"
+    code, err = _run(capsys, ["track", str(folder), "--out-json", str(out_json), *NO_PROGRESS])
+    assert code == 0, err
+    assert len(out_json.read_text().splitlines()) == 3
+
+
+def test_truncated_video_stops_cleanly_and_keeps_outputs(tmp_path, capsys, vtest):
+    truncated = tmp_path / "cut.avi"
+    truncated.write_bytes(vtest.read_bytes()[:700_000])
+    out_json = tmp_path / "cut.jsonl"
+    code, err = _run(capsys, ["track", str(truncated), "--out-json", str(out_json), *NO_PROGRESS,
+                              "--set", "detector.input_size=320"])
+    assert code == 0, err
+    assert "truncated" in err
+    frames = len(out_json.read_text().splitlines())
+    assert 0 < frames < 795
+
+
+def _silent_server():
+    """A TCP server on loopback that accepts and never answers: a stream that does not respond."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    connections = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connections.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    return server, stop, connections
+
+
+def test_stream_that_does_not_answer_times_out(capsys):
+    server, stop, connections = _silent_server()
+    try:
+        port = server.getsockname()[1]
+        code, err = _run(capsys, ["track", f"rtsp://127.0.0.1:{port}/live", "--set", "source.open_timeout_s=1",
+                                  *NO_PROGRESS])
+    finally:
+        stop.set()
+        server.close()
+        for c in connections:
+            c.close()
+    _assert_user_error(code, err, "cannot open stream", "within 1 s")
+
+
+@pytest.mark.parametrize("make_args, fragments", [
+    (lambda d, v: ["track", str(d / "missing.mp4")], ["not found"]),
+    (lambda d, v: ["track", str(d / "not_a_video.mp4")], ["cannot open", "as a video"]),
+    (lambda d, v: ["track", str(d / "empty_folder")], ["holds no images"]),
+    (lambda d, v: ["track", "97"], ["cannot open webcam 97"]),
+    (lambda d, v: ["track", str(v), "--out-json", str(d / "nope" / "x.jsonl")], ["does not exist", "mkdir -p"]),
+    (lambda d, v: ["track", str(v), "--out-json", "/proc/x.jsonl"], ["cannot write in /proc"]),
+    (lambda d, v: ["track", str(v), "--out-video", str(d / "x.webm")], ["must end in one of"]),
+    (lambda d, v: ["track", str(v), "--set", "detector.colour=red"], ["unknown config key detector.colour", "valid keys"]),
+    (lambda d, v: ["track", str(v), "--config", str(d / "broken.yaml")], ["not valid YAML at line"]),
+    (lambda d, v: ["track", str(v), "--set", "detector.model=" + str(d / "missing.onnx")], ["detector model", "not found"]),
+    (lambda d, v: ["track", str(v), "--set", "detector.model=" + str(d / "garbage.onnx")], ["cannot load detector ONNX"]),
+    (lambda d, v: ["track", str(v), "--set", "detector.input_size=100"], ["multiple of 32"]),
+    (lambda d, v: ["track", str(v), "--max-frames", "0"], ["--max-frames must be >= 1"]),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, vtest, make_args, fragments):
+    (tmp_path / "not_a_video.mp4").write_bytes(b"this is not a video" * 100)
+    (tmp_path / "empty_folder").mkdir()
+    (tmp_path / "broken.yaml").write_text("detector:\n  input_size: [640\n")
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00garbage" * 50)
+    code, err = _run(capsys, make_args(tmp_path, vtest) + NO_PROGRESS)
+    _assert_user_error(code, err, *fragments)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers
+
+
+def test_info_runs(capsys):
+    code = main(["info"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "onnxruntime" in out and "detector" in out and "pose" in out
