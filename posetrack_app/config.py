@@ -93,6 +93,9 @@ class FlowTrackConfig:
     # Propagated box = extent of the propagated joints scoring above flow_min_keypoint_score, each side grown by
     # half of this fraction of the extent (0.15 = 15% larger).
     box_enlarge_ratio: float = 0.15
+    # "joints": the box is the enlarged extent of the propagated joints (FlowTrack); "shift": the track's last box
+    # moved by the median motion of its reliable joints (keeps the detector's box shape).
+    propagated_box: str = "joints"
     # Joint and box scores of a pose carried by flow alone are multiplied by this per frame without a detection.
     propagated_score_decay: float = 0.9
     # A pose that exists only because its box was propagated ends its track's run when its pose score (mean
@@ -107,8 +110,9 @@ class FlowTrackConfig:
     oks_keypoint_score_threshold: float = 0.2
     # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped.
     pose_nms_oks_threshold: float = 0.7
-    # A lost track's OKS area grows by this fraction per lost frame: the longer hidden, the less sure where.
-    lost_area_growth_per_frame: float = 0.2
+    # A lost track's OKS scale (sqrt of its area) grows by this fraction per lost frame: the longer a person
+    # is hidden, the less sure the tracker is where they are.
+    lost_scale_growth_per_frame: float = 0.2
     # -- track life cycle --
     # Detector-backed poses below this box score never start a track.
     new_track_min_score: float = 0.4

@@ -133,15 +133,25 @@ def build_tracker(cfg: AppConfig, skeleton):
             max_lost_frames=t.iou.max_lost_frames,
             new_track_min_score=t.iou.new_track_min_score,
         )
+    if t.kind == "flowtrack":
+        import dataclasses
+
+        from .errors import ConfigError
+        from .tracking.flowtrack import FlowTracker
+        try:
+            return FlowTracker(skeleton=skeleton, **dataclasses.asdict(t.flow))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     from .errors import ConfigError
-    raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: iou")
+    raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: flowtrack, iou")
 
 
 def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None) -> Pipeline:
     detector = build_detector(cfg)
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
-    return Pipeline(detector, pose_stage, tracker, detect_every=cfg.detector.detect_every, timer=timer)
+    return Pipeline(detector, pose_stage, tracker, detect_every=cfg.detector.detect_every,
+                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer)
 
 
 @dataclass
