@@ -162,12 +162,17 @@ class ThreadedReader:
         self._thread.start()
 
     def _put(self, item) -> None:
+        drop_when_full = self.source.live and item is not _END
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                if drop_when_full:
+                    self._queue.put_nowait(item)
+                else:
+                    self._queue.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if self.source.live and item is not _END:
+                if drop_when_full:
+                    # The camera does not wait for us: discard the oldest frame rather than fall behind.
                     try:
                         self._queue.get_nowait()
                         self.dropped_frames += 1
