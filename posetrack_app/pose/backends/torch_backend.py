@@ -1,0 +1,142 @@
+"""PyTorch backend: the network in eval mode on CPU or CUDA, fp32 / fp16 / bf16, optional channels_last,
+torch.compile and CUDA-graph capture per fixed batch bucket.
+
+Shape glossary: B crops, K keypoints, H x W network input; infer: [B, 3, H, W] -> [B, K, H/4, W/4] float32.
+
+CUDA graphs: a graph is captured lazily for each bucket size in `cuda_graph_batches` (e.g. 1, 2, 4, 8, 16, 32);
+a batch of B crops runs in the smallest bucket >= B (padded; the padding rows are ignored), larger batches in
+chunks of the largest bucket. Static input/output buffers belong to the graph, so outputs are cloned before they
+are returned.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from .base import BackendBase, BackendOptions
+
+log = logging.getLogger(__name__)
+
+DTYPES: Dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Eager runs before a capture, on a side stream, so that lazy initialisation (cuDNN autotuning, compile)
+# happens outside the graph.
+CUDA_GRAPH_WARMUP_RUNS = 3
+
+
+class _GraphBucket:
+    """One captured CUDA graph for a fixed batch size, with its static buffers."""
+
+    def __init__(self, run, batch_size: int, example: torch.Tensor):
+        self.batch_size = batch_size
+        self.static_input = torch.zeros((batch_size,) + tuple(example.shape[1:]), dtype=example.dtype,
+                                        device=example.device).contiguous(memory_format=_memory_format(example))
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(CUDA_GRAPH_WARMUP_RUNS):
+                run(self.static_input)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_output = run(self.static_input)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        b = batch.shape[0]
+        self.static_input[:b].copy_(batch)
+        self.graph.replay()
+        return self.static_output[:b].clone()
+
+
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class TorchBackend(BackendBase):
+    """`model`: nn.Module [B, 3, H, W] -> [B, K, H/4, W/4] (weights already loaded)."""
+
+    def __init__(self, model: nn.Module, *, input_hw: Tuple[int, int], num_keypoints: int, device: str = "cpu",
+                 precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+                 cuda_graphs: bool = False, cuda_graph_batches: Sequence[int] = (1, 2, 4, 8, 16, 32)):
+        if precision not in DTYPES:
+            raise ConfigError(f"pose.precision {precision!r} is not one of {', '.join(DTYPES)} for the torch backend")
+        self.device = str(torch.device(device))
+        is_cuda = self.device.startswith("cuda")
+        if is_cuda and not torch.cuda.is_available():
+            raise ConfigError(f"pose.device is {device!r} but torch sees no CUDA GPU: set pose.device=cpu")
+        if precision == "fp16" and not is_cuda:
+            raise ConfigError("pose.precision=fp16 needs pose.device=cuda; on CPU use fp32 or bf16")
+        if cuda_graphs and not is_cuda:
+            raise ConfigError("pose.cuda_graphs needs pose.device=cuda; set pose.cuda_graphs=false on CPU")
+        self.input_hw = tuple(input_hw)
+        self.num_keypoints = num_keypoints
+        self.dtype = DTYPES[precision]
+        self.precision = precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.eval().to(device=self.device, dtype=self.dtype)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.model = model
+        self._run = torch.compile(model, dynamic=False) if compile else model
+        self.cuda_graphs = cuda_graphs
+        self.cuda_graph_batches = tuple(sorted(set(int(b) for b in cuda_graph_batches)))
+        if cuda_graphs and (not self.cuda_graph_batches or self.cuda_graph_batches[0] < 1):
+            raise ConfigError(f"pose.cuda_graph_batches must be positive batch sizes, got {cuda_graph_batches}")
+        self._graphs: Dict[int, _GraphBucket] = {}
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> "TorchBackend":
+        from ..checkpoint import load_pose_network
+
+        model = load_pose_network(options.model_name, options.weights_path, options.num_keypoints)
+        return cls(model, input_hw=options.input_hw, num_keypoints=options.num_keypoints, device=options.device,
+                   precision=options.precision, channels_last=options.channels_last, compile=options.compile,
+                   cuda_graphs=options.cuda_graphs, cuda_graph_batches=options.cuda_graph_batches)
+
+    def _prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        return batch.contiguous(memory_format=self.memory_format)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._run(batch)
+
+    def _bucket(self, size: int) -> Optional[int]:
+        index = bisect.bisect_left(self.cuda_graph_batches, size)
+        return self.cuda_graph_batches[index] if index < len(self.cuda_graph_batches) else None
+
+    def _graph_forward(self, batch: torch.Tensor) -> torch.Tensor:
+        largest = self.cuda_graph_batches[-1]
+        outputs = []
+        for start in range(0, batch.shape[0], largest):
+            chunk = batch[start:start + largest]
+            bucket = self._bucket(chunk.shape[0])
+            if bucket not in self._graphs:
+                log.debug("capturing a CUDA graph for pose batch %d", bucket)
+                # Capture outside inference_mode: inference tensors cannot be graph-static buffers that are
+                # written in place later.
+                with torch.no_grad():
+                    self._graphs[bucket] = _GraphBucket(self._run, bucket, chunk)
+            with torch.no_grad():
+                outputs.append(self._graphs[bucket](chunk))
+        return torch.cat(outputs)
+
+    def infer(self, batch: torch.Tensor) -> torch.Tensor:
+        self.check_batch(batch)
+        if batch.shape[0] == 0:
+            h, w = self.input_hw
+            return torch.zeros((0, self.num_keypoints, h // 4, w // 4), dtype=torch.float32)
+        prepared = self._prepare(batch)
+        heatmaps = self._graph_forward(prepared) if self.cuda_graphs else self._forward(prepared)
+        return heatmaps.float()
+
+    def close(self) -> None:
+        self._graphs.clear()

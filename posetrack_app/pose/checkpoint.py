@@ -1,0 +1,201 @@
+"""Load pose checkpoints as released (.pth), strictly, with errors that say what the file is and what to do.
+
+Accepted layouts: a bare state_dict; {'state_dict': state_dict} (training snapshots); keys prefixed with
+`module.` (saved from nn.DataParallel). Anything that does not fit the model exactly is an error listing
+missing keys, unexpected keys and shape mismatches (a few of each, with counts) and saying which HRNet variant
+and keypoint count the file looks like. Files are read with torch.load(weights_only=True): no code runs.
+
+Shape glossary: K keypoints (heatmap channels, the rows of final_layer.weight).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+# How many keys of each kind an error message lists before "... and N more".
+KEYS_SHOWN_PER_KIND = 5
+DATAPARALLEL_PREFIX = "module."
+# BatchNorm's step counter: absent from checkpoints saved by torch < 0.4.1 and unused at inference;
+# torch's own BatchNorm loader tolerates its absence for such files, and so do we.
+_OPTIONAL_KEY_SUFFIX = ".num_batches_tracked"
+
+
+class CheckpointError(UserError):
+    """A checkpoint file that cannot be used as given."""
+
+
+class CheckpointNotFoundError(CheckpointError):
+    pass
+
+
+class CheckpointCorruptError(CheckpointError):
+    """Truncated, not a torch file, or not a mapping of tensors."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint whose keys or shapes do not fit the configured network."""
+
+
+def file_sha256(path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
+    """The tensors of a released .pth file, unwrapped ({'state_dict': ...}) and without `module.` prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a folder: give the .pth file inside)" if path.is_dir() else ""
+        raise CheckpointNotFoundError(
+            f"pose weights file {path} not found{hint}: download the official checkpoint "
+            f"(e.g. pose_hrnet_w48_384x288.pth) and pass --set pose.weights=PATH"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        size = path.stat().st_size
+        raise CheckpointCorruptError(
+            f"pose weights file {path} ({size} bytes) cannot be read as a torch checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is probably "
+            f"truncated or not a .pth file: download it again"
+        ) from None
+    if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"], Mapping):
+        data = data["state_dict"]
+    if not isinstance(data, Mapping) or not data:
+        raise CheckpointCorruptError(
+            f"pose weights file {path} holds {type(data).__name__}, not a state_dict of tensors: "
+            f"pass the released .pth file of the pose network"
+        )
+    not_tensors = [k for k, v in data.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointCorruptError(
+            f"pose weights file {path}: {len(not_tensors)} entries are not tensors (e.g. {not_tensors[0]!r}): "
+            f"pass a bare state_dict or {{'state_dict': ...}}"
+        )
+    keys = list(data)
+    if all(k.startswith(DATAPARALLEL_PREFIX) for k in keys):
+        return OrderedDict((k[len(DATAPARALLEL_PREFIX):], v) for k, v in data.items())
+    return OrderedDict(data)
+
+
+def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What the file looks like, from its shapes: 'HRNet-W32 with 17 keypoints', or a plain statement that it
+    is not an HRNet pose checkpoint."""
+    final = state_dict.get("final_layer.weight")
+    num_keypoints = int(final.shape[0]) if final is not None and final.ndim == 4 else None
+    # The width of the highest-resolution branch: transition1.0 re-widths stage 1's 256 channels to it.
+    branch0 = state_dict.get("transition1.0.0.weight")
+    if branch0 is None:
+        branch0 = state_dict.get("stage2.0.branches.0.0.conv1.weight")
+    if branch0 is not None and branch0.ndim == 4:
+        width = int(branch0.shape[0])
+        kp = f"{num_keypoints} keypoints" if num_keypoints is not None else "no final_layer (a backbone only)"
+        return f"HRNet-W{width} with {kp}"
+    if num_keypoints is not None:
+        return f"a non-HRNet pose network with {num_keypoints} keypoints (no HRNet transition layers)"
+    return "not a pose network checkpoint (no final_layer.weight, no HRNet layers)"
+
+
+def _listing(items: List[str]) -> str:
+    shown = ", ".join(items[:KEYS_SHOWN_PER_KIND])
+    more = f", ... and {len(items) - KEYS_SHOWN_PER_KIND} more" if len(items) > KEYS_SHOWN_PER_KIND else ""
+    return shown + more
+
+
+def compare_state_dicts(
+    file_state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+) -> Tuple[List[str], List[str], List[str]]:
+    """(missing, unexpected, shape mismatches as 'key: file [..] vs model [..]'), optional keys excepted."""
+    missing = [k for k in model_state if k not in file_state and not k.endswith(_OPTIONAL_KEY_SUFFIX)]
+    unexpected = [k for k in file_state if k not in model_state]
+    mismatched = [
+        f"{k}: file {list(file_state[k].shape)} vs model {list(v.shape)}"
+        for k, v in model_state.items()
+        if k in file_state and tuple(file_state[k].shape) != tuple(v.shape)
+    ]
+    return missing, unexpected, mismatched
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                           model_name: str, source: str = "checkpoint") -> None:
+    """Copy `state_dict` into `model` with strict=True, after a diagnosis that turns any misfit into a
+    CheckpointMismatchError naming the variant and keypoint count the file looks like."""
+    model_state = model.state_dict()
+    missing, unexpected, mismatched = compare_state_dicts(state_dict, model_state)
+    if missing or unexpected or mismatched:
+        looks_like = describe_state_dict(state_dict)
+        expected = describe_state_dict(model_state)
+        parts = [f"{source} does not fit pose model {model_name} ({expected}): the file looks like {looks_like}."]
+        file_k = state_dict.get("final_layer.weight")
+        model_k = model_state.get("final_layer.weight")
+        if file_k is not None and model_k is not None and file_k.shape[0] != model_k.shape[0]:
+            parts.append(
+                f"It predicts {file_k.shape[0]} keypoints, the config expects {model_k.shape[0]}: use a checkpoint "
+                f"trained for the configured layout (pose.keypoints) or a layout with {file_k.shape[0]} keypoints."
+            )
+        if looks_like.split(" ")[0] != expected.split(" ")[0] and looks_like.startswith("HRNet"):
+            width = looks_like.split(" ")[0].split("-W")[-1]
+            parts.append(f"Set pose.model to an hrnet_w{width}_* model, or pass the matching weights.")
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_listing(missing)}).")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_listing(unexpected)}).")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches ({_listing(mismatched)}).")
+        raise CheckpointMismatchError(" ".join(parts))
+    state = dict(state_dict)
+    for key, value in model_state.items():
+        if key.endswith(_OPTIONAL_KEY_SUFFIX) and key not in state:
+            state[key] = torch.zeros_like(value)
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(model: nn.Module, path, *, model_name: str) -> nn.Module:
+    """Read `path` and load it strictly into `model` (see the module docstring). Returns the model."""
+    state_dict = read_state_dict(path)
+    load_state_dict_strict(model, state_dict, model_name=model_name, source=f"pose weights file {path}")
+    log.debug("loaded %d tensors from %s into %s", len(state_dict), path, model_name)
+    return model
+
+
+def load_pose_network(model_name: str, weights_path, num_keypoints: int) -> nn.Module:
+    """Build `model_name` from the registry with `num_keypoints` heatmaps, load the weights strictly, eval mode.
+
+    weights_path: the .pth file; None builds a randomly initialised network (tests, benchmarks).
+    """
+    from .models import build_model
+
+    model = build_model(model_name, num_keypoints)
+    if weights_path is not None:
+        load_checkpoint(model, weights_path, model_name=model_name)
+    return model.eval()
+
+
+def save_official_format(model: nn.Module, path, *, wrap: Optional[str] = None, dataparallel: bool = False) -> None:
+    """Save `model` the way released checkpoints are laid out (test and tool helper).
+
+    wrap: None = bare state_dict, "state_dict" = {'state_dict': ...}; dataparallel: prefix keys with `module.`.
+    """
+    from ..io.atomic import atomic_write
+
+    state: Dict[str, torch.Tensor] = OrderedDict(
+        ((DATAPARALLEL_PREFIX if dataparallel else "") + k, v) for k, v in model.state_dict().items()
+    )
+    payload = {wrap: state} if wrap else state
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
