@@ -1,0 +1,163 @@
+"""Cross-model checks: the HRNet paper's Table 1 (parameters, GFLOPs), the registry, config presets, and that
+SimpleBaseline / Hourglass go through the same checkpoint loader, ONNX export and runtime as HRNet.
+
+GFLOPs convention of the paper (reproduced here for all its rows, HRNet included): multiply-adds of the
+convolutions of one forward pass at batch 1, a transposed convolution counted at its *output* resolution (as if
+it were the stride-1 convolution of a zero-upsampled input), in units of 2**30. The counts come from torch's
+FlopCounterMode (2 per multiply-add, so halved) on the meta device: no memory, no arithmetic.
+
+`python tests/test_model_zoo.py` prints the table of docs/models.md from the same measurements.
+"""
+from __future__ import annotations
+
+from math import prod
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from posetrack_app.config import CONFIG_DIR, load_config
+from posetrack_app.pose.models import build_model, get_model_spec, hourglass, model_names, simple_baseline
+
+PAPER_GIGA = 2 ** 30
+# Ours: SimpleBaseline and Hourglass variants registered by this project.
+OUR_MODELS = tuple(sorted({**simple_baseline.MODEL_SPECS, **hourglass.MODEL_SPECS}))
+
+
+def _conv_macs_at_output(x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, *args,
+                         out_shape=None, **kwargs) -> int:
+    """FLOPs (2 per multiply-add) of any convolution, the kernel applied once per output pixel."""
+    return 2 * out_shape[0] * prod(w_shape) * prod(out_shape[2:])
+
+
+def count_multiply_adds(model: torch.nn.Module, input_hw: Tuple[int, int], *,
+                        transposed_at_output: bool = True) -> int:
+    """Multiply-adds of one forward pass of a [1, 3, H, W] input. `model` may live on the meta device.
+
+    transposed_at_output=False counts a transposed convolution once per *input* pixel (torch's default, the
+    arithmetic actually done); True is the HRNet paper's convention.
+    """
+    device = next(model.parameters()).device
+    mapping = {torch.ops.aten.convolution: _conv_macs_at_output} if transposed_at_output else {}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+        model(torch.empty(1, 3, *input_hw, device=device))
+    return counter.get_total_flops() // 2
+
+
+def meta_model(name: str, num_keypoints: int = 17):
+    with torch.device("meta"):
+        return build_model(name, num_keypoints).eval()
+
+
+def measure(name: str) -> Dict[str, float]:
+    spec = get_model_spec(name)
+    model = meta_model(name)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "paper_gflops": count_multiply_adds(model, spec.input_hw) / PAPER_GIGA,
+        "gmacs": count_multiply_adds(model, spec.input_hw, transposed_at_output=False) / 1e9,
+    }
+
+
+# HRNet paper, Table 1 (COCO val2017; 8-stage Hourglass from Newell et al.). (model, #params, GFLOPs, AP).
+# The 8-stage Hourglass row's GFLOPs are checked separately below.
+PAPER_TABLE_1 = [
+    ("hourglass_8s_256x192", 25.1e6, 14.3, 66.9),
+    ("simple_baseline_r50_256x192", 34.0e6, 8.90, 70.4),
+    ("simple_baseline_r101_256x192", 53.0e6, 12.4, 71.4),
+    ("simple_baseline_r152_256x192", 68.6e6, 15.7, 72.0),
+    ("hrnet_w32_256x192", 28.5e6, 7.10, 74.4),
+    ("hrnet_w48_256x192", 63.6e6, 14.6, 75.1),
+    ("simple_baseline_r152_384x288", 68.6e6, 35.6, 74.3),
+    ("hrnet_w32_384x288", 28.5e6, 16.0, 75.8),
+    ("hrnet_w48_384x288", 63.6e6, 32.9, 76.3),
+]
+PARAMS_REL_TOL = 0.02
+GFLOPS_REL_TOL = 0.03
+
+
+@pytest.mark.parametrize("name, paper_params, paper_gflops, paper_ap", PAPER_TABLE_1)
+def test_parameters_match_paper_table_1(name, paper_params, paper_gflops, paper_ap):
+    params = sum(p.numel() for p in meta_model(name).parameters())
+    assert params == pytest.approx(paper_params, rel=PARAMS_REL_TOL)
+
+
+@pytest.mark.parametrize("name, paper_params, paper_gflops, paper_ap",
+                         [row for row in PAPER_TABLE_1 if not row[0].startswith("hourglass")])
+def test_gflops_match_paper_table_1(name, paper_params, paper_gflops, paper_ap):
+    model = meta_model(name)
+    gflops = count_multiply_adds(model, get_model_spec(name).input_hw) / PAPER_GIGA
+    assert gflops == pytest.approx(paper_gflops, rel=GFLOPS_REL_TOL)
+
+
+# The Hourglass GFLOPs of the HRNet paper (Table 1: 14.3 at 256x192; Table 4: 19.1 at 256x256) are those of the
+# 8-stack network *without* the residual module the released code runs after every hourglass (the paper's text
+# omits it); with it (the released network, ~25.4M parameters) the count is larger by one 256-channel residual
+# module per stack at H/4 x W/4.
+@pytest.mark.parametrize("input_hw, paper_gflops", [((256, 192), 14.3), ((256, 256), 19.1)])
+def test_hourglass_paper_gflops_are_the_network_without_the_post_hourglass_residual(input_hw, paper_gflops):
+    with torch.device("meta"):
+        released = hourglass.build_hourglass(hourglass.HourglassArch(num_stacks=8))
+        paper_text = hourglass.build_hourglass(hourglass.HourglassArch(num_stacks=8, residual_after_hourglass=False))
+    released_macs = count_multiply_adds(released, input_hw)
+    paper_text_macs = count_multiply_adds(paper_text, input_hw)
+    assert paper_text_macs / PAPER_GIGA == pytest.approx(paper_gflops, rel=GFLOPS_REL_TOL)
+    heatmap_pixels = (input_hw[0] // 4) * (input_hw[1] // 4)
+    residual_macs_per_pixel = 256 * 128 + 128 * 128 * 9 + 128 * 256  # 1x1 in, 3x3, 1x1 out
+    assert released_macs - paper_text_macs == 8 * residual_macs_per_pixel * heatmap_pixels
+
+
+def test_transposed_convolutions_are_the_only_convention_difference():
+    # Hourglass has no transposed convolution: both conventions agree; SimpleBaseline's three deconvolutions
+    # (kernel 4, stride 2) cost 4x more when counted at their output.
+    hg = meta_model("hourglass_2s_256x192")
+    assert count_multiply_adds(hg, (256, 192)) == count_multiply_adds(hg, (256, 192), transposed_at_output=False)
+    sb = meta_model("simple_baseline_r50_256x192")
+    deconv_at_input = sum(2048 * 256 * 16 * 48 if i == 0 else 256 * 256 * 16 * 48 * 4 ** i for i in range(3))
+    difference = count_multiply_adds(sb, (256, 192)) - count_multiply_adds(sb, (256, 192), transposed_at_output=False)
+    assert difference == 3 * deconv_at_input
+
+
+@pytest.mark.parametrize("name", OUR_MODELS)
+def test_registry_builds_every_model_by_name(name):
+    assert name in model_names()
+    spec = get_model_spec(name)
+    assert spec.name == name
+    height, width = spec.input_hw
+    with torch.device("meta"):
+        heatmaps = build_model(name, 15)(torch.empty(1, 3, height, width))
+    assert tuple(heatmaps.shape) == (1, 15, height // 4, width // 4)
+
+
+@pytest.mark.parametrize("name", OUR_MODELS)
+def test_every_model_has_a_config_preset(name):
+    cfg = load_config(str(CONFIG_DIR / f"{name}.yaml"))
+    assert cfg.pose.model == name
+    assert cfg.pose.model in model_names()
+
+
+def table_rows():
+    """(name, input, params M, paper GFLOPs, GMACs actually computed, paper params M, GFLOPs, AP) per model."""
+    paper = {row[0]: row[1:] for row in PAPER_TABLE_1}
+    rows = []
+    for name in OUR_MODELS:
+        m = measure(name)
+        height, width = get_model_spec(name).input_hw
+        rows.append((name, f"{height}x{width}", m["params"] / 1e6, m["paper_gflops"], m["gmacs"],
+                     *paper.get(name, (None, None, None))))
+    return rows
+
+
+if __name__ == "__main__":
+    def show(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    print("| model | input | params (M) | GFLOPs (paper convention) | GMACs computed | paper params | paper GFLOPs "
+          "| paper COCO val AP |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, size, params, gflops, gmacs, p_params, p_gflops, p_ap in table_rows():
+        p_params = None if p_params is None else p_params / 1e6
+        print(f"| {name} | {size} | {params:.2f} | {gflops:.2f} | {gmacs:.2f} | {show(p_params, '.1f')} "
+              f"| {show(p_gflops, '.1f')} | {show(p_ap, '.1f')} |")
