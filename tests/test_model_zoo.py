@@ -142,7 +142,7 @@ def table_rows():
     """(name, input, params M, paper GFLOPs, GMACs actually computed, paper params M, GFLOPs, AP) per model."""
     paper = {row[0]: row[1:] for row in PAPER_TABLE_1}
     rows = []
-    for name in OUR_MODELS:
+    for name in sorted(set(OUR_MODELS) | set(paper), key=lambda n: (n.split("_")[0] != "hrnet", n)):
         m = measure(name)
         height, width = get_model_spec(name).input_hw
         rows.append((name, f"{height}x{width}", m["params"] / 1e6, m["paper_gflops"], m["gmacs"],
