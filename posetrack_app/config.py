@@ -52,12 +52,38 @@ class PoseConfig:
     weights: str = ""
     # Missing weights become an error instead of the fallback.
     require_weights: bool = False
+    # "torch", "onnxruntime" or "tensorrt" (posetrack_app/pose/backends).
     backend: str = "torch"
+    # torch device for the torch backend ("cpu", "cuda", "cuda:1"); the GPU for tensorrt.
     device: str = "cpu"
+    # "fp32", "fp16" (CUDA only) or "bf16" for the torch backend; tensorrt engines carry their own.
     precision: str = "fp32"
+    # Keypoint layout of the network's heatmap channels: "coco17" or "posetrack18".
     keypoints: str = "coco17"
+    # Average with the heatmaps of the mirrored crop (the paper's test time; doubles the network work).
     flip_test: bool = True
+    # Cells the flipped-back heatmaps are shifted right (the reference code's shift_heatmap: 1).
+    flip_shift_cells: int = 1
+    # Crops per network call; TensorRT engines need max_batch <= the engine's profile maximum.
     max_batch: int = 32
+    # Box enlargement around the person before cropping (the reference code's 1.25).
+    box_padding: float = 1.25
+    # DARK sub-pixel decoding instead of the quarter-cell offset; dark_kernel: its smoothing kernel (odd, cells).
+    dark: bool = False
+    dark_kernel: int = 11
+    # Exported file for onnxruntime (.onnx) or tensorrt (.engine). Empty: onnxruntime exports pose.weights into
+    # engines/ on first use; tensorrt needs a file built by `posetrack export --format tensorrt`.
+    engine: str = ""
+    # torch backend speed options: channels_last memory format, torch.compile, and CUDA-graph capture for the
+    # batch sizes in cuda_graph_batches (GPU only; a batch runs in the smallest bucket that holds it).
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
+    cuda_graph_batches: tuple = (1, 2, 4, 8, 16, 32)
+    # onnxruntime execution providers in order of preference; those not installed are skipped.
+    providers: tuple = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # onnxruntime intra-op threads (0 = its default: one per core).
+    intra_op_threads: int = 0
 
 
 @dataclass(frozen=True)
