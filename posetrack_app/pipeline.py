@@ -106,21 +106,56 @@ def build_detector(cfg: AppConfig):
 
 
 def build_pose_stage(cfg: AppConfig):
-    """The HRNet top-down estimator when weights are configured, else the detector's own keypoints."""
+    """The HRNet top-down estimator when its weights (or a built engine) are there, else the detector's own
+    keypoints, said once per process; pose.require_weights turns the fallback into an error."""
+    from pathlib import Path
+
     from .pose.detector_keypoints import DetectorKeypointPoses
 
     p = cfg.pose
     if p.model == "detector":
         return DetectorKeypointPoses()
-    if p.require_weights:
-        from .errors import UserError
-        raise UserError(
-            f"pose.require_weights is true but pose model {p.model!r} cannot be built here: "
-            "set pose.weights to an official HRNet checkpoint"
-        )
-    log.warning("No HRNet weights configured (pose.weights): using the detector's own keypoints. "
-                "Pass --set pose.weights=PATH/pose_hrnet_w48_384x288.pth for HRNet poses.")
-    return DetectorKeypointPoses()
+    weights = Path(p.weights).expanduser() if p.weights else None
+    has_weights = weights is not None and weights.is_file()
+    # An exported engine (.onnx / .engine) runs without the .pth it came from.
+    has_engine = p.backend != "torch" and bool(p.engine) and Path(p.engine).expanduser().is_file()
+    if not (has_weights or has_engine):
+        reason = (f"pose.weights file {weights} not found" if weights is not None
+                  else "no pose.weights configured")
+        if p.require_weights:
+            from .errors import UserError
+            raise UserError(f"{reason} and pose.require_weights is true: pass --set pose.weights=PATH to the "
+                            f"official checkpoint for {p.model} (e.g. pose_hrnet_w48_384x288.pth)")
+        # One plain warning per process, however many pipelines (sequences, workers) get built.
+        if not getattr(build_pose_stage, "_fallback_warned", False):
+            log.warning("%s: using the detector's own keypoints instead of %s. Pass --set pose.weights=PATH.pth "
+                        "for HRNet poses.", reason, p.model)
+            build_pose_stage._fallback_warned = True
+        return DetectorKeypointPoses()
+
+    from .pose.backends import BackendOptions, create_backend
+    from .pose.models import get_model_spec
+    from .pose.topdown import TopDownEstimator
+    from .skeleton import get_skeleton
+
+    try:
+        skeleton = get_skeleton(p.keypoints)
+    except KeyError as exc:
+        from .errors import ConfigError
+        raise ConfigError(f"pose.keypoints: {exc.args[0]}") from None
+    spec = get_model_spec(p.model)
+    options = BackendOptions(
+        model_name=p.model, num_keypoints=skeleton.num_keypoints, input_hw=spec.input_hw,
+        keypoint_layout=skeleton.name, weights_path=str(weights) if has_weights else None, device=p.device,
+        precision=p.precision, channels_last=p.channels_last, compile=p.compile, cuda_graphs=p.cuda_graphs,
+        cuda_graph_batches=tuple(p.cuda_graph_batches), max_batch=p.max_batch, engine_path=p.engine,
+        providers=tuple(p.providers), intra_op_threads=p.intra_op_threads,
+    )
+    backend = create_backend(p.backend, options)
+    return TopDownEstimator(
+        backend, skeleton=skeleton, flip_test=p.flip_test, flip_shift_cells=p.flip_shift_cells, dark=p.dark,
+        dark_kernel=p.dark_kernel, box_padding=p.box_padding, max_batch=p.max_batch,
+    )
 
 
 def build_tracker(cfg: AppConfig, skeleton):
