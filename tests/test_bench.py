@@ -1,0 +1,228 @@
+"""Benchmark machinery: synthetic clips, warm-up exclusion, stage sets of the sequential and pipelined runs,
+statistics and report, the environment record, and `posetrack bench` end to end (with its bad inputs)."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from posetrack_app import bench
+from posetrack_app.cli import main
+from posetrack_app.io.sinks import JsonLinesSink
+from posetrack_app.io.sources import FrameSource
+from posetrack_app.pipeline import Pipeline
+from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
+from posetrack_app.skeleton import COCO17
+from posetrack_app.timing import StageStats
+from posetrack_app.tracking.iou_tracker import IouTracker
+
+PIPELINE_STAGES = ["decode", "detect", "propagate", "pose", "track"]
+
+
+class ClipSource(FrameSource):
+    """Frames of a SyntheticClip straight from memory."""
+
+    def __init__(self, clip):
+        self.clip, self.name, self.fps, self.frame_count = clip, "clip", clip.fps, len(clip)
+
+    def frames(self):
+        return self.clip.frames()
+
+
+def _pipeline(clip, pose_stage=None):
+    tracker = IouTracker(skeleton=COCO17)
+    return Pipeline(bench.SyntheticDetector(clip), pose_stage or DetectorKeypointPoses(), tracker)
+
+
+@pytest.mark.parametrize("persons", [0, 1, 5, 12])
+def test_synthetic_clip_has_the_people_it_says(persons):
+    clip = bench.SyntheticClip(persons, 320, 240, 6, seed=3)
+    for index in (0, 5):
+        found = clip.detections(index)
+        assert len(found) <= persons and len(found) >= persons - 1  # at most one walker off screen
+        assert found.keypoints.shape == (len(found), 17, 3)
+        boxes, kpts = found.boxes_xyxy, found.keypoints
+        # Boxes hold their keypoints (up to clipping at the border and the 1 px noise).
+        inside = ((kpts[..., 0] >= boxes[:, None, 0] - 2) & (kpts[..., 0] <= boxes[:, None, 2] + 2)
+                  & (kpts[..., 1] >= boxes[:, None, 1] - 2) & (kpts[..., 1] <= boxes[:, None, 3] + 2))
+        on_screen = (kpts[..., 0] >= 0) & (kpts[..., 0] < 320) & (kpts[..., 1] >= 0) & (kpts[..., 1] < 240)
+        assert inside[on_screen].all()
+        image = clip.render(index)
+        assert image.shape == (240, 320, 3) and image.dtype == np.uint8
+        # A figure is drawn where its torso is: pixels there differ from the empty background.
+        for person in kpts:
+            x, y = np.round((person[5, :2] + person[12, :2]) / 2).astype(int)
+            if 0 <= x < 320 and 0 <= y < 240:
+                assert np.abs(image[y, x].astype(int) - clip.background[y, x].astype(int)).sum() > 0
+
+
+def test_synthetic_clip_is_deterministic_and_moves():
+    a, b = bench.SyntheticClip(4, 320, 240, 10, seed=7), bench.SyntheticClip(4, 320, 240, 10, seed=7)
+    assert np.array_equal(a.render(9), b.render(9))
+    assert np.array_equal(a.detections(9).keypoints, b.detections(9).keypoints)
+    moved = np.abs(a.detections(9).boxes_xyxy - a.detections(0).boxes_xyxy).max()
+    assert moved > 5.0
+    assert not np.array_equal(bench.SyntheticClip(4, 320, 240, 10, seed=8).render(0), a.render(0))
+
+
+@pytest.mark.parametrize("text, wh", [("480p", (854, 480)), ("1080p", (1920, 1080)), ("640x360", (640, 360))])
+def test_parse_resolution(text, wh):
+    assert bench.parse_resolution(text) == wh
+
+
+@pytest.mark.parametrize("text", ["720", "0x10", "axb", "4k"])
+def test_parse_resolution_rejects(text):
+    with pytest.raises(ValueError, match="resolution"):
+        bench.parse_resolution(text)
+
+
+@pytest.mark.parametrize("runner", [bench.run_sequential, bench.run_pipelined])
+@pytest.mark.parametrize("warmup, frames", [(0, 5), (3, 4)])
+def test_runs_time_every_stage_once_per_measured_frame(runner, warmup, frames):
+    clip = bench.SyntheticClip(3, 320, 240, warmup + frames + 5, seed=1)
+    run = runner(_pipeline(clip), ClipSource(clip), warmup=warmup, frames=frames)
+    assert run.frames_measured == frames and run.warmup_frames == warmup
+    assert list(run.stage_stats) == PIPELINE_STAGES + ["render"]
+    assert {name: s.calls for name, s in run.stage_stats.items()} == {n: frames for n in PIPELINE_STAGES + ["render"]}
+    assert len(run.frame_interval_ms) == frames
+    assert run.persons_per_frame == [len(clip.detections(i)) for i in range(warmup, warmup + frames)]
+    assert run.extra["frame_wh"] == [320, 240]
+    # Frame intervals tile the measured wall time (the pipelined wall also holds the writer's drain).
+    assert run.frame_interval_ms.sum() <= 1000.0 * run.wall_s * 1.0001
+
+
+class SleepingPose(DetectorKeypointPoses):
+    def __init__(self, sleep_s):
+        super().__init__()
+        self.sleep_s = sleep_s
+
+    def __call__(self, frame, detections):
+        time.sleep(self.sleep_s)
+        return super().__call__(frame, detections)
+
+
+@pytest.mark.parametrize("runner", [bench.run_sequential, bench.run_pipelined])
+def test_bench_reports_a_sleeping_stage_within_10_percent(runner):
+    sleep_s = 0.04
+    clip = bench.SyntheticClip(2, 160, 120, 8, seed=2)
+    run = runner(_pipeline(clip, SleepingPose(sleep_s)), ClipSource(clip), warmup=1, frames=6)
+    summary = bench.summarize_run(run)
+    assert summary["stages"]["pose"]["median_ms"] / 1000.0 == pytest.approx(sleep_s, rel=0.10)
+    # The sleep dominates the frame.
+    assert summary["stages"]["pose"]["share"] > 0.5
+
+
+def test_sinks_are_timed_as_write_and_their_output_is_kept(tmp_path):
+    clip = bench.SyntheticClip(2, 160, 120, 10, seed=4)
+    out = tmp_path / "poses.jsonl"
+    run = bench.run_sequential(_pipeline(clip), ClipSource(clip), [JsonLinesSink(out, COCO17)], warmup=2, frames=5)
+    assert "write" in run.stage_stats and "render" not in run.stage_stats
+    assert run.stage_stats["write"].calls == 5
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in lines] == list(range(7))  # warm-up frames are written too
+
+
+def _fake_run(mode="sequential"):
+    stats = {
+        "decode": StageStats(4, 40.0, 10.0, 10.0, 12.0, 8.0, 12.0),
+        "pose": StageStats(4, 120.0, 30.0, 30.0, 33.0, 27.0, 33.0),
+        "pose.network": StageStats(4, 100.0, 25.0, 25.0, 28.0, 22.0, 28.0),
+    }
+    return bench.BenchRun(mode, 2, 4, 0.2, np.array([50.0, 50.0, 50.0, 50.0]), [3, 3, 4, 2], stats)
+
+
+def test_summary_shares_fps_and_table():
+    summary = bench.summarize_run(_fake_run())
+    assert summary["fps_end_to_end"] == pytest.approx(20.0)
+    assert summary["stages"]["decode"]["share"] == pytest.approx(0.2)
+    assert summary["stages"]["pose"]["share"] == pytest.approx(0.6)
+    assert summary["frame"]["median_ms"] == pytest.approx(50.0)
+    assert summary["persons_per_frame"] == {"mean": 3.0, "max": 4, "min": 2}
+    table = bench.format_table(summary)
+    lines = table.splitlines()
+    assert lines[0].split() == ["stage", "calls", "median", "ms", "p95", "ms", "share", "stage", "FPS"]
+    assert lines[2].split() == ["decode", "4", "10.00", "12.00", "20.0%", "100.0"]
+    assert lines[4].startswith("  pose.network")  # nested stages are indented under their parent
+    assert lines[-1].split()[:2] == ["frame", "(wall)"]
+    markdown = bench.format_table(summary, markdown=True).splitlines()
+    assert markdown[0].startswith("| stage |") and len(markdown) == 2 + 4
+
+
+def test_record_has_speedup_environment_and_load(tmp_path):
+    runs = {"sequential": _fake_run("sequential"), "pipelined": _fake_run("pipelined")}
+    runs["pipelined"].wall_s = 0.1
+    env = bench.capture_environment()
+    for key in ("cpu_model", "cpu_count", "torch", "cuda_build", "gpu_name", "gpu_driver", "onnxruntime",
+                "tensorrt", "opencv", "git"):
+        assert key in env
+    record = bench.bench_record(command=["posetrack", "bench"], source={"name": "x", "frame_wh": [8, 8]},
+                                runs=runs, setup={"detector": "D", "detector_input_size": 640, "pose_stage": "P",
+                                                  "pose_model": "m", "pose_backend": "torch", "pose_device": "cpu",
+                                                  "pose_precision": "fp32", "pose_max_batch": 8, "tracker": "iou"},
+                                environment=env, load_start=0.5, load_end=1.5)
+    assert record["pipelined_speedup"] == pytest.approx(2.0)
+    assert record["load_average_1min"] == {"start": 0.5, "end": 1.5}
+    json.dumps(record)  # JSON-ready
+    report = bench.format_report(record)
+    assert "load average (1 min): 0.5 at start, 1.5 at end" in report
+    assert "2.00x" in report
+
+
+@pytest.fixture(scope="module")
+def vtest(shared_data):
+    return shared_data / "pets09_s2l1" / "vtest.avi"
+
+
+def test_bench_cli_synthetic_compare_writes_json_and_markdown(tmp_path, capsys):
+    out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    code = main(["bench", "--frames", "4", "--warmup", "1", "--persons", "2", "--resolution", "320x240",
+                 "--no-detector-network", "--compare", "--json", str(out_json), "--markdown", str(out_md)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    record = json.loads(out_json.read_text())
+    assert set(record["runs"]) == {"sequential", "pipelined"}
+    assert record["source"]["synthetic"] and record["source"]["persons"] == 2
+    assert record["source"]["frame_wh"] == [320, 240]
+    assert "stub detector" in " ".join(record["notes"])
+    for run in record["runs"].values():
+        assert run["frames_measured"] == 4
+        assert set(PIPELINE_STAGES) <= set(run["stages"])
+    assert record["pipelined_speedup"] > 0
+    assert record["environment"]["cpu_count"] >= 1
+    assert record["config"]["tracker"]["kind"] == "iou"
+    assert "frame (wall)" in captured.out and "stub detector" in captured.out
+    assert "| stage |" in out_md.read_text()
+
+
+def test_bench_cli_on_video_with_outputs(tmp_path, capsys, vtest):
+    video, poses, out_json = tmp_path / "v.avi", tmp_path / "p.jsonl", tmp_path / "b.json"
+    code = main(["bench", str(vtest), "--frames", "2", "--warmup", "1", "--sequential", "--out-video", str(video),
+                 "--out-json", str(poses), "--json", str(out_json), "--set", "detector.input_size=320"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    record = json.loads(out_json.read_text())
+    run = record["runs"]["sequential"]
+    assert run["frames_measured"] == 2 and "write" in run["stages"]
+    assert record["source"]["frame_wh"] == [768, 576]
+    assert record["setup"]["detector"] == "YoloPoseDetector"
+    assert len(poses.read_text().splitlines()) == 3 and video.stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--frames", "0"], "--frames must be >= 1"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--persons", "-2"], "--persons must be >= 0"),
+    (["--resolution", "huge"], "resolution must be one of"),
+    (["SOURCE", "--persons", "3"], "--persons applies to the synthetic clip only"),
+    (["SOURCE", "--no-detector-network"], "applies to the synthetic clip only"),
+    (["--json", "/nonexistent-folder/b.json"], "does not exist"),
+    (["/nonexistent/video.avi"], "not found"),
+])
+def test_bench_cli_bad_inputs_are_one_line_errors(argv, fragment, capsys, vtest):
+    argv = [str(vtest) if a == "SOURCE" else a for a in argv]
+    code = main(["bench", "--frames", "1", "--warmup", "0", *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and fragment in error_lines[0], err
+    assert "Traceback" not in err
