@@ -33,7 +33,7 @@ from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E40
 from posetrack_app.io.sources import open_video_file  # noqa: E402
 from posetrack_app.pipeline import build_pipeline, build_tracker  # noqa: E402
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses  # noqa: E402
-from posetrack_app.timing import stats_from_ms  # noqa: E402
+from posetrack_app.timing import StageTimer, stats_from_ms  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 import plot_results  # noqa: E402
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     pipeline_rows = []
     setup = {}
     if not args.no_pipeline:
-        pipeline = build_pipeline(cfg)
+        pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device))
+        bench.instrument_pose_stage(pipeline.pose_stage, pipeline.timer)
         detector_network = None if args.no_detector_network else pipeline.detector
         setup = bench.describe_setup(cfg, pipeline)
         for resolution in resolutions:

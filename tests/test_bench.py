@@ -226,3 +226,45 @@ def test_bench_cli_bad_inputs_are_one_line_errors(argv, fragment, capsys, vtest)
     error_lines = [line for line in err.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and fragment in error_lines[0], err
     assert "Traceback" not in err
+
+
+class FakeHeatmapBackend:
+    """Stands in for a pose network: fixed-size input, random heatmaps (the estimator's plumbing is real)."""
+
+    input_hw, num_keypoints, device = (64, 48), 17, "cpu"
+
+    def infer(self, batch):
+        import torch
+
+        assert tuple(batch.shape[1:]) == (3, 64, 48)
+        return torch.rand(batch.shape[0], 17, 16, 12)
+
+    def close(self):
+        pass
+
+
+def test_top_down_sub_stages_are_timed_under_pose():
+    from posetrack_app.pose.topdown import TopDownEstimator
+
+    clip = bench.SyntheticClip(3, 320, 240, 6, seed=5)
+    estimator = TopDownEstimator(FakeHeatmapBackend(), skeleton=COCO17, flip_test=True)
+    pipeline = _pipeline(clip, estimator)
+    assert bench.instrument_pose_stage(estimator, pipeline.timer) == ["pose.crop", "pose.network", "pose.decode"]
+    run = bench.run_sequential(pipeline, ClipSource(clip), warmup=1, frames=4)
+    names = list(run.stage_stats)
+    assert names[names.index("pose") + 1:names.index("pose") + 4] == ["pose.crop", "pose.network", "pose.decode"]
+    for name in ("pose.crop", "pose.network", "pose.decode"):
+        assert run.stage_stats[name].calls == 4
+        # A sub-stage takes part of its parent's time, never more.
+        assert run.stage_stats[name].total_ms <= run.stage_stats["pose"].total_ms
+
+
+def test_stages_that_time_themselves_or_have_no_sub_steps_are_left_alone():
+    class SelfTimed:
+        timer = object()
+
+        def heatmaps(self, batch):
+            return batch
+
+    assert bench.instrument_pose_stage(SelfTimed(), bench.StageTimer()) == []
+    assert bench.instrument_pose_stage(DetectorKeypointPoses(), bench.StageTimer()) == []
