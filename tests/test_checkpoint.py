@@ -59,6 +59,7 @@ def test_released_layouts_load_strictly(tmp_path, wrap, dataparallel):
     assert _same_state(source, target)
 
 
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
 def test_full_size_w32_file_fits_both_input_sizes(w32_17):
     """Every key and shape of a full HRNet-W32 file fits (values were checked on the small network above)."""
     _, path = w32_17
