@@ -10,6 +10,7 @@ FlopCounterMode (2 per multiply-add, so halved) on the meta device: no memory, n
 """
 from __future__ import annotations
 
+import functools
 from math import prod
 from typing import Dict, Tuple
 
@@ -46,7 +47,9 @@ def count_multiply_adds(model: torch.nn.Module, input_hw: Tuple[int, int], *,
     return counter.get_total_flops() // 2
 
 
+@functools.lru_cache(maxsize=None)
 def meta_model(name: str, num_keypoints: int = 17):
+    """Shared, read-only: meta-device networks have no values to change, and eval-mode forwards change nothing."""
     with torch.device("meta"):
         return build_model(name, num_keypoints).eval()
 
@@ -136,6 +139,112 @@ def test_every_model_has_a_config_preset(name):
     cfg = load_config(str(CONFIG_DIR / f"{name}.yaml"))
     assert cfg.pose.model == name
     assert cfg.pose.model in model_names()
+
+
+# ---- Through the HRNet engine's pieces: checkpoint loader, ONNX export, runtime ---------------------------------
+
+# One registered model per family; the other variants differ only in block counts and input size, and their
+# parameter names are pinned in test_simple_baseline.py / test_hourglass.py.
+FAMILY_REPRESENTATIVES = ("simple_baseline_r50_256x192", "hourglass_2s_256x192")
+
+
+def random_network(name: str, num_keypoints: int = 17, seed: int = 0) -> torch.nn.Module:
+    """A registered network in eval mode with random weights *and* random BatchNorm statistics, so that a
+    checkpoint or export that dropped or mixed up any tensor changes the output."""
+    torch.manual_seed(seed)
+    model = build_model(name, num_keypoints)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0.0, 0.1)
+    return model.eval()
+
+
+# How a released checkpoint may be laid out: a bare state_dict, DataParallel's `module.` prefix, a training
+# snapshot {'state_dict': ...}.
+def _bare(state):
+    return state
+
+
+def _dataparallel(state):
+    return {f"module.{k}": v for k, v in state.items()}
+
+
+def _snapshot(state):
+    return {"state_dict": state, "epoch": torch.tensor(140)}
+
+
+@pytest.mark.parametrize("name, layout", [
+    ("simple_baseline_r50_256x192", _dataparallel),
+    ("hourglass_2s_256x192", _bare),
+    ("hourglass_2s_256x192", _snapshot),
+])
+def test_official_format_checkpoint_loads_strictly_through_the_loader(tmp_path, name, layout):
+    from posetrack_app.pose.checkpoint import load_pose_network
+
+    original = random_network(name, seed=1)
+    path = tmp_path / f"{name}.pth"
+    torch.save(layout(original.state_dict()), path)
+    loaded = load_pose_network(name, path, num_keypoints=17)
+    assert not loaded.training
+    original_state, loaded_state = original.state_dict(), loaded.state_dict()
+    assert list(loaded_state) == list(original_state)
+    # Every tensor, BatchNorm statistics included, arrives unchanged: the outputs are then the same.
+    assert all(torch.equal(loaded_state[k], original_state[k]) for k in original_state)
+
+
+# (checkpoint's model, its keypoints, configured model, fragments the error must contain). Shapes are all the
+# loader reads before it refuses, so these run on the meta device.
+MISMATCHES = [
+    ("simple_baseline_r50_256x192", 15, "simple_baseline_r50_256x192",
+     ["simple_baseline_r50_256x192", "15 keypoints", "final_layer.weight"]),
+    ("simple_baseline_r50_256x192", 17, "simple_baseline_r101_256x192",
+     ["simple_baseline_r101_256x192", "missing keys", "layer3.6.conv1.weight"]),
+    ("hourglass_2s_256x192", 16, "hourglass_2s_256x192",
+     ["hourglass_2s_256x192", "shape mismatches", "score.0.weight: file [16, 256, 1, 1] vs model [17, 256, 1, 1]"]),
+    ("hourglass_8s_256x192", 17, "hourglass_2s_256x192",
+     ["hourglass_2s_256x192", "unexpected keys", "hg.2.hg.0.0.0.bn1.weight"]),
+    ("simple_baseline_r50_256x192", 17, "hourglass_2s_256x192",
+     ["hourglass_2s_256x192", "missing keys", "unexpected keys"]),
+]
+
+
+@pytest.mark.parametrize("file_model, file_keypoints, config_model, fragments", MISMATCHES)
+def test_checkpoint_that_does_not_fit_is_refused_with_a_clear_error(file_model, file_keypoints, config_model,
+                                                                    fragments):
+    from posetrack_app.pose.checkpoint import CheckpointMismatchError, load_state_dict_strict
+
+    file_state = meta_model(file_model, file_keypoints).state_dict()
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_state_dict_strict(meta_model(config_model), file_state, model_name=config_model)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+ONNX_MAX_ABS_DIFF = 1e-4
+
+
+@pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
+def test_onnx_export_matches_torch(tmp_path, name):
+    import onnxruntime as ort
+
+    from posetrack_app.pose.export import export_onnx, pose_manifest
+
+    spec = get_model_spec(name)
+    model = random_network(name, seed=2)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", input_hw=spec.input_hw, manifest=pose_manifest(
+        model_name=name, num_keypoints=17, keypoint_layout="coco17", input_hw=spec.input_hw))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    torch.manual_seed(3)
+    crops = torch.randn(3, 3, *spec.input_hw)  # batch 3: the export's example batch is 2, the axis is dynamic
+    with torch.no_grad():
+        expected = model(crops).numpy()
+    (heatmaps,) = session.run(None, {session.get_inputs()[0].name: crops.numpy()})
+    assert heatmaps.shape == (3, 17, spec.input_hw[0] // 4, spec.input_hw[1] // 4)
+    assert np.abs(expected).max() > 0.1  # the comparison below is not between near-zero maps
+    assert np.abs(heatmaps - expected).max() < ONNX_MAX_ABS_DIFF
 
 
 def table_rows():

@@ -112,11 +112,11 @@ def test_registered_variants_map_input_to_quarter_size_heatmaps(name, input_hw, 
 def test_real_forward_is_finite_and_batch_independent():
     torch.manual_seed(0)
     model = build_simple_baseline(50, 17).eval()
-    crops = torch.randn(2, 3, 256, 192)
+    crops = torch.randn(2, 3, 128, 96)  # any size divisible by 32; small to keep the test fast
     with torch.no_grad():
         batched = model(crops)
         single = model(crops[1:])
-    assert batched.shape == (2, 17, 64, 48)
+    assert batched.shape == (2, 17, 32, 24)
     assert torch.isfinite(batched).all()
     # Eval-mode BN: a crop's heatmaps do not depend on the other crops of the batch.
     assert torch.allclose(batched[1:], single, atol=1e-5, rtol=1e-4)
