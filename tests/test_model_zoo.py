@@ -247,6 +247,41 @@ def test_onnx_export_matches_torch(tmp_path, name):
     assert np.abs(heatmaps - expected).max() < ONNX_MAX_ABS_DIFF
 
 
+@pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
+def test_posetrack_track_runs_end_to_end_with_the_model(tmp_path, capsys, monkeypatch, shared_data, name):
+    """`posetrack track` on real video with this network (random weights in the official layout) as the pose
+    stage: the network must be the one that runs, on crops of its input size, and every person gets K joints."""
+    import json
+
+    from posetrack_app.cli import main
+    from posetrack_app.pose import checkpoint
+
+    weights = tmp_path / f"{name}.pth"
+    torch.save(random_network(name, seed=4).state_dict(), weights)
+    crop_shapes = []
+    real_load = checkpoint.load_pose_network
+
+    def load_and_watch(model_name, weights_path, num_keypoints):
+        model = real_load(model_name, weights_path, num_keypoints)
+        model.register_forward_hook(lambda module, inputs, output: crop_shapes.append(tuple(inputs[0].shape)))
+        return model
+
+    monkeypatch.setattr(checkpoint, "load_pose_network", load_and_watch)
+    out_json = tmp_path / "poses.jsonl"
+    code = main(["track", str(shared_data / "pets09_s2l1" / "vtest.avi"), "--out-json", str(out_json),
+                 "--max-frames", "2", "--no-progress", "--set", f"pose.model={name}",
+                 "--set", f"pose.weights={weights}", "--set", "pose.flip_test=false"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    records = [json.loads(line) for line in out_json.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1]
+    persons = [p for r in records for p in r["persons"]]
+    assert persons, "PETS09 has walkers in every frame"
+    assert all(len(p["keypoints"]) == 17 and "track_id" in p for p in persons)
+    assert crop_shapes and all(shape[1:] == (3, *get_model_spec(name).input_hw) for shape in crop_shapes)
+    assert sum(shape[0] for shape in crop_shapes) >= len(persons)  # low-score boxes get poses, not tracks
+
+
 def table_rows():
     """(name, input, params M, paper GFLOPs, GMACs actually computed, paper params M, GFLOPs, AP) per model."""
     paper = {row[0]: row[1:] for row in PAPER_TABLE_1}
