@@ -95,19 +95,26 @@ class SleepingPose(DetectorKeypointPoses):
     def __init__(self, sleep_s):
         super().__init__()
         self.sleep_s = sleep_s
+        self.slept_s = []
 
     def __call__(self, frame, detections):
+        start = time.perf_counter()
         time.sleep(self.sleep_s)
+        self.slept_s.append(time.perf_counter() - start)
         return super().__call__(frame, detections)
 
 
 @pytest.mark.parametrize("runner", [bench.run_sequential, bench.run_pipelined])
 def test_bench_reports_a_sleeping_stage_within_10_percent(runner):
-    sleep_s = 0.04
+    sleep_s = 0.05
     clip = bench.SyntheticClip(2, 160, 120, 8, seed=2)
-    run = runner(_pipeline(clip, SleepingPose(sleep_s)), ClipSource(clip), warmup=1, frames=6)
+    pose = SleepingPose(sleep_s)
+    run = runner(_pipeline(clip, pose), ClipSource(clip), warmup=1, frames=6)
     summary = bench.summarize_run(run)
-    assert summary["stages"]["pose"]["median_ms"] / 1000.0 == pytest.approx(sleep_s, rel=0.10)
+    measured_slept_s = np.median(pose.slept_s[1:])  # warm-up frame left out, as the bench does
+    assert summary["stages"]["pose"]["median_ms"] / 1000.0 == pytest.approx(measured_slept_s, rel=0.10)
+    # sleep() is never early and only late when the machine is loaded: the quickest frame shows the known time.
+    assert run.stage_stats["pose"].min_ms / 1000.0 == pytest.approx(sleep_s, rel=0.10)
     # The sleep dominates the frame.
     assert summary["stages"]["pose"]["share"] > 0.5
 

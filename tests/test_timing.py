@@ -15,13 +15,19 @@ TIMER_TOLERANCE = 0.10
 @pytest.mark.parametrize("sleep_s", [0.03, 0.06, 0.12])
 def test_sleeping_stage_is_reported_within_10_percent(sleep_s):
     timer = StageTimer()
+    slept_s = []
     for _ in range(5):
         with timer.stage("sleep"):
+            start = time.perf_counter()
             time.sleep(sleep_s)
-    reported_s = timer.median_ms()["sleep"] / 1000.0
-    assert reported_s == pytest.approx(sleep_s, rel=TIMER_TOLERANCE)
-    # The timer never reports less than the sleep (sleep sleeps at least that long).
-    assert timer.durations_ms("sleep").min() >= 1000.0 * sleep_s * 0.999
+            slept_s.append(time.perf_counter() - start)
+    reported_s = timer.durations_ms("sleep") / 1000.0
+    # Against what the block itself measured: the timer adds almost nothing.
+    assert np.median(reported_s) == pytest.approx(np.median(slept_s), rel=TIMER_TOLERANCE)
+    # Against the known sleep. sleep() only promises a minimum and a loaded machine wakes the thread late, so the
+    # quickest of the repeats is the one compared (it never reports less than the sleep).
+    assert reported_s.min() == pytest.approx(sleep_s, rel=TIMER_TOLERANCE)
+    assert reported_s.min() >= sleep_s * 0.999
 
 
 @pytest.mark.parametrize("samples_ms, median, p95, mean", [
@@ -95,13 +101,15 @@ class FakeAsyncDevice:
 
 
 def test_synchronize_charges_asynchronous_work_to_the_stage_that_launched_it():
-    work_s = 0.08
+    work_s = 0.1
     device = FakeAsyncDevice()
     timer = StageTimer(synchronize=device.synchronize)
-    with timer.stage("network"):
-        device.launch(work_s)  # returns at once, as a CUDA kernel launch does
-    assert device.synchronize_calls == 2  # before and after the stage
-    assert timer.median_ms()["network"] / 1000.0 == pytest.approx(work_s, rel=TIMER_TOLERANCE)
+    for _ in range(3):
+        with timer.stage("network"):
+            device.launch(work_s)  # returns at once, as a CUDA kernel launch does
+    assert device.synchronize_calls == 2 * 3  # before and after each stage
+    # Quickest repeat: thread start-up and wake-up are late on a loaded machine, never early.
+    assert timer.durations_ms("network").min() / 1000.0 == pytest.approx(work_s, rel=TIMER_TOLERANCE)
 
     # Without synchronize the launch looks free and the work is charged to whatever waits next.
     unsynced_device = FakeAsyncDevice()
