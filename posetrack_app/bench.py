@@ -569,6 +569,9 @@ def format_report(record: Dict[str, object], markdown: bool = False) -> str:
             tail += f" ({1000.0 / run['fps_end_to_end']:.1f} ms per frame)" if run["fps_end_to_end"] else ""
         if persons:
             tail += f"; persons per frame {persons['mean']:.1f} mean, {persons['max']} max"
+        run_load = run.get("load_average_1min")
+        if run_load:
+            tail += f"; load average {run_load['start']} -> {run_load['end']}"
         if markdown:
             parts.append(f"**{title}**\n\n{format_table(run, markdown=True)}\n\n{tail}")
         else:

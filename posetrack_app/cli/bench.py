@@ -141,12 +141,14 @@ def run(args) -> int:
             sinks = make_sinks(pipeline.skeleton, source.fps)
             runner = bench.run_sequential if mode == "sequential" else bench.run_pipelined
             log.info("bench: %s run, %d warm-up + %d frames", mode, args.warmup, args.frames)
+            run_load_start = bench.load_average_1min()
             if mode == "sequential":
                 result = runner(pipeline, source, sinks, warmup=args.warmup, frames=args.frames,
                                 render_options=render_options)
             else:
                 result = runner(pipeline, source, sinks, warmup=args.warmup, frames=args.frames,
                                 render_options=render_options, queue_size=cfg.source.queue_size)
+            result.extra["load_average_1min"] = {"start": run_load_start, "end": bench.load_average_1min()}
             if result.frames_measured == 0:
                 raise UserError(f"{source_info['name']} ended during the {args.warmup} warm-up frames: "
                                 "lower --warmup or give a longer source")
