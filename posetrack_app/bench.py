@@ -12,7 +12,8 @@ What is timed (stage names, in pipeline order; whichever exist are reported):
                 estimator times them
     track       association (pipeline.step)
     render      drawing the tracks on a copy of the frame, when no video is written (writer thread when pipelined)
-    write       the output sinks (annotated video: render + encode; JSON Lines), when outputs are requested
+    write       all output sinks of a frame, when outputs are requested; "write.video" (render + encode),
+                "write.jsonlines" each
 
 "share" is a stage's total time over the wall time of the measured frames. In the sequential loop the shares
 add up to about 100%; pipelined, stages in the reader and writer threads overlap the pipeline, so they can add
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -369,10 +371,50 @@ def _merge_stats(*timers: StageTimer) -> Dict[str, StageStats]:
     return {name: merged[name] for name in _ordered(list(merged))}
 
 
+def sink_stage_name(sink) -> str:
+    """'write.video' for a VideoSink, 'write.jsonlines' for a JsonLinesSink, ... (class name without 'Sink')."""
+    name = type(sink).__name__
+    name = name[:-len("Sink")] if name.endswith("Sink") and len(name) > 4 else name
+    return "write." + name.lower()
+
+
+class TimedSinkGroup:
+    """All output sinks as one sink: "write" times them together (one call per frame), "write.<kind>" each."""
+
+    def __init__(self, sinks: Sequence, timer: StageTimer, *, first_index: int = 0):
+        self.sinks, self.timer, self.first_index = list(sinks), timer, first_index
+        self.stage_names = [sink_stage_name(s) for s in self.sinks]
+
+    @property
+    def stop_requested(self) -> bool:
+        return any(getattr(s, "stop_requested", False) for s in self.sinks)
+
+    def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
+        record = frame.index >= self.first_index
+        total_start = time.perf_counter()
+        for sink, name in zip(self.sinks, self.stage_names):
+            start = time.perf_counter()
+            sink.write(frame, tracks, fps)
+            if record:
+                self.timer.add(name, time.perf_counter() - start)
+        if record:
+            self.timer.add("write", time.perf_counter() - total_start)
+
+    def close(self, keep: bool = True) -> None:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close(keep=keep)
+            except Exception as exc:  # close the others before re-raising the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
 def _wrap_sinks(sinks: Sequence, timer: StageTimer, warmup: int, skeleton: Skeleton, render_options: dict) -> list:
-    """Writer-side stages: "write" per real sink, or "render" alone when no sink is given."""
+    """Writer-side stages: "write" (+ "write.<kind>" per sink) for real sinks, or "render" alone when none."""
     if sinks:
-        return [TimedSink(s, timer, "write", first_index=warmup) for s in sinks]
+        return [TimedSinkGroup(sinks, timer, first_index=warmup)]
     return [TimedSink(RenderOnlySink(skeleton, render_options), timer, "render", first_index=warmup)]
 
 
@@ -728,7 +770,7 @@ def bench_record(*, command: Sequence[str], source: Dict[str, object], runs: Dic
     record: Dict[str, object] = {
         "schema": "posetrack-bench/1",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(command),
+        "command": shlex.join(command),
         "source": source,
         "load_average_1min": {"start": load_start, "end": load_end},
         "runs": {name: summarize_run(run) for name, run in runs.items()},
@@ -751,5 +793,9 @@ def synthetic_video(clip: SyntheticClip, folder: Optional[str] = None) -> tuple:
     return path, tmp
 
 
-def command_line() -> List[str]:
-    return [Path(sys.argv[0]).name] + sys.argv[1:]
+def command_line(subcommand: str = "bench") -> List[str]:
+    """The command as typed, with the program shown as `posetrack` (whether run as posetrack or python -m)."""
+    argv = sys.argv[1:]
+    if subcommand in argv:
+        return ["posetrack"] + argv[argv.index(subcommand):]
+    return [Path(sys.argv[0]).name] + argv
