@@ -182,6 +182,10 @@ def build_tracker(cfg: AppConfig, skeleton):
 
 
 def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None) -> Pipeline:
+    if cfg.detector.detect_every > 1 and cfg.tracker.kind != "flowtrack":
+        from .errors import ConfigError
+        raise ConfigError(f"detector.detect_every={cfg.detector.detect_every} needs tracker.kind=flowtrack to carry "
+                          "the frames between detections; set detector.detect_every=1 for the IoU tracker")
     detector = build_detector(cfg)
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
