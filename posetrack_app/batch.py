@@ -190,6 +190,7 @@ def _run_job(job: SequenceJob, cfg: AppConfig, factory: PipelineFactory):
 
 
 def pipeline_uses_gpu(cfg: AppConfig) -> bool:
+    """Whether the pipeline would run on a GPU if one is there (explicit cuda device or CUDA provider)."""
     return cfg.pose.device.startswith("cuda") or "CUDAExecutionProvider" in tuple(cfg.detector.providers)
 
 
@@ -239,9 +240,14 @@ def _remove_stale_parts(out_dir: Path, job: SequenceJob) -> None:
 
 def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, workers: int = 1,
               ray_address: Optional[str] = None, overwrite: bool = False,
-              pipeline_factory: PipelineFactory = default_pipeline_factory,
+              pipeline_factory: Optional[PipelineFactory] = None,
               progress: bool = False) -> BatchReport:
-    """Predict every job into out_dir/<name>.json; returns what happened to each sequence."""
+    """Predict every job into out_dir/<name>.json; returns what happened to each sequence.
+
+    pipeline_factory(cfg) -> pipeline (default: build_pipeline); with workers > 1 or Ray it must be a
+    module-level callable (it is pickled by reference into the workers).
+    """
+    pipeline_factory = pipeline_factory or default_pipeline_factory
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
@@ -346,7 +352,10 @@ def _run_ray(todo, cfg, factory, address, finish, fail, bars) -> None:
                  log_to_driver=False)
     # Ray retries a task whose worker died (max_retries), so a lost node only costs that sequence a rerun;
     # the driver writes every file, so no worker ever holds a half-written output.
-    remote = ray.remote(num_gpus=1 if pipeline_uses_gpu(cfg) else 0, max_retries=3)(_ray_task)
+    # One GPU per task when the pipeline would use one and the cluster has any; the default config merely
+    # prefers CUDA (with CPU fallback), which must not make tasks wait forever on a CPU-only cluster.
+    gpus = 1 if pipeline_uses_gpu(cfg) and ray.cluster_resources().get("GPU", 0) > 0 else 0
+    remote = ray.remote(num_gpus=gpus, max_retries=3)(_ray_task)
     pending = {remote.remote(job, cfg, factory): job for job in todo}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
