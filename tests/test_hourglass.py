@@ -175,10 +175,9 @@ def test_residual_after_hourglass_is_optional_and_parameter_free_when_off():
     ("hourglass_2s_256x192", 2, (256, 192)),
 ])
 def test_registered_variants(name, num_stacks, input_hw):
+    # Output shapes of every registered model are checked in test_model_zoo.py.
     spec = MODEL_SPECS[name]
     assert spec.name == name and spec.input_hw == input_hw
     with torch.device("meta"):
         model = spec.build(17)
-        heatmaps = model(torch.empty(1, 3, *input_hw))
-    assert len(model.hg) == num_stacks
-    assert tuple(heatmaps.shape) == (1, 17, input_hw[0] // 4, input_hw[1] // 4)
+    assert len(model.hg) == len(model.score) == num_stacks

@@ -93,19 +93,11 @@ def test_deconvolution_head_layout():
     assert final.kernel_size == (1, 1) and final.bias is not None
 
 
-@pytest.mark.parametrize("name, input_hw, heatmap_hw", [
-    ("simple_baseline_r50_256x192", (256, 192), (64, 48)),
-    ("simple_baseline_r50_384x288", (384, 288), (96, 72)),
-    ("simple_baseline_r101_256x192", (256, 192), (64, 48)),
-    ("simple_baseline_r101_384x288", (384, 288), (96, 72)),
-    ("simple_baseline_r152_256x192", (256, 192), (64, 48)),
-    ("simple_baseline_r152_384x288", (384, 288), (96, 72)),
-])
-def test_registered_variants_map_input_to_quarter_size_heatmaps(name, input_hw, heatmap_hw):
-    spec = MODEL_SPECS[name]
-    assert spec.input_hw == input_hw
+@pytest.mark.parametrize("input_hw, heatmap_hw", [((256, 192), (64, 48)), ((384, 288), (96, 72))])
+def test_input_maps_to_quarter_size_heatmaps(input_hw, heatmap_hw):
+    # Every registered name's output shape is checked in test_model_zoo.py.
     with torch.device("meta"):
-        heatmaps = spec.build(17)(torch.empty(2, 3, *input_hw))
+        heatmaps = build_simple_baseline(50, 17)(torch.empty(2, 3, *input_hw))
     assert tuple(heatmaps.shape) == (2, 17, *heatmap_hw)
 
 
