@@ -1,6 +1,6 @@
 """Plots and Markdown tables from the benchmark JSON records, and the generated blocks of RESULTS.md.
 
-    python benchmarks/plot_results.py            # rewrite every PNG from its scaling_*.json and refresh RESULTS.md
+    python benchmarks/plot_results.py     # rewrite every scaling_*.png/.md from its JSON and refresh RESULTS.md
 
 RESULTS.md keeps hand-written text; the blocks between `<!-- BEGIN generated: NAME -->` and
 `<!-- END generated: NAME -->` are rebuilt from benchmarks/results/NAME.json (a `posetrack bench --json`
@@ -41,21 +41,27 @@ def plot_scaling(record: dict, png_prefix: Path) -> list:
     load = record["load_average_1min"]
     subtitle = f"{machine}; load avg 1 min {load['start']} -> {load['end']}"
 
-    panels = [("pipeline", "whole pipeline, sequential (decode .. render)", "frame_median_ms", "frame_p95_ms")]
+    for row in record["pipeline"]:
+        row.setdefault("non_detect_median_ms", non_detect_ms(row))
+    panels = [("pipeline", "whole pipeline, sequential (decode .. render)", "frame_median_ms", "frame_p95_ms"),
+              ("pipeline_without_detector", "whole pipeline without the detector network: sum of the other "
+               "stages' medians", "non_detect_median_ms", None)]
     panels += [(f"tracker_{kind}", f"tracker alone: {kind} (propose + update)", "median_ms", "p95_ms")
                for kind in record.get("trackers", {})]
     for key, title, median_key, p95_key in panels:
-        rows = record["pipeline"] if key == "pipeline" else record["trackers"][key[len("tracker_"):]]
+        rows = record["trackers"][key[len("tracker_"):]] if key.startswith("tracker_") else record["pipeline"]
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
         for resolution in record["resolutions"]:
-            points = sorted((r["persons"], r[median_key], r[p95_key]) for r in rows if r["resolution"] == resolution)
+            points = sorted((r["persons"], r[median_key], r[p95_key] if p95_key else None)
+                            for r in rows if r["resolution"] == resolution)
             if not points:
                 continue
             persons, medians, p95s = zip(*points)
             line, = ax.plot(persons, medians, marker="o", label=f"{resolution} median")
-            ax.plot(persons, p95s, linestyle=":", color=line.get_color(), label=f"{resolution} p95")
+            if p95_key:
+                ax.plot(persons, p95s, linestyle=":", color=line.get_color(), label=f"{resolution} p95")
         ax.set_xlabel("persons per frame")
         ax.set_ylabel("time per frame (ms)")
         ax.set_title(title, fontsize=10)
@@ -71,6 +77,11 @@ def plot_scaling(record: dict, png_prefix: Path) -> list:
         tmp.replace(path)
         written.append(path)
     return written
+
+
+def non_detect_ms(row: dict) -> float:
+    """Sum of the per-stage medians of a scaling row other than the detector (top-level stages only)."""
+    return round(sum(ms for name, ms in row["stage_median_ms"].items() if name != "detect" and "." not in name), 3)
 
 
 def scaling_markdown(record: dict) -> str:
@@ -89,6 +100,13 @@ def scaling_markdown(record: dict) -> str:
     for resolution in record["resolutions"]:
         cells = {r["persons"]: f"{r['frame_median_ms']:.1f} ({r['frame_p95_ms']:.1f})"
                  for r in record["pipeline"] if r["resolution"] == resolution}
+        lines.append(f"| {resolution} | " + " | ".join(cells.get(p, "-") for p in persons) + " |")
+    lines += ["", "Without the detector network: sum of the other stages' medians (decode, propagate, pose, track, "
+              "render), ms:", ""]
+    lines.append("| resolution \\ persons | " + " | ".join(str(p) for p in persons) + " |")
+    lines.append("|---|" + "---:|" * len(persons))
+    for resolution in record["resolutions"]:
+        cells = {r["persons"]: f"{non_detect_ms(r):.1f}" for r in record["pipeline"] if r["resolution"] == resolution}
         lines.append(f"| {resolution} | " + " | ".join(cells.get(p, "-") for p in persons) + " |")
     for kind, rows in record.get("trackers", {}).items():
         lines += ["", f"Tracker alone ({kind}: propose + update), median ms per frame (p95):", ""]
@@ -137,8 +155,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.no_plots:
         for json_path in sorted(RESULTS_DIR.glob("scaling_*.json")):
-            for png in plot_scaling(json.loads(json_path.read_text()), json_path.with_suffix("")):
+            record = json.loads(json_path.read_text())
+            for png in plot_scaling(record, json_path.with_suffix("")):
                 print(f"wrote {png.relative_to(REPO)}")
+            with atomic_write(json_path.with_suffix(".md")) as handle:
+                handle.write(scaling_markdown(record))
     names = refresh_results_md()
     print(f"refreshed {RESULTS_MD.relative_to(REPO)}: {', '.join(names) or 'no generated blocks'}")
     return 0
