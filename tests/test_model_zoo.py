@@ -234,16 +234,38 @@ def test_checkpoint_that_does_not_fit_is_refused_with_a_clear_error(file_model, 
 ONNX_MAX_ABS_DIFF = 1e-4
 
 
-@pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
-def test_onnx_export_matches_torch(tmp_path, name):
-    import onnxruntime as ort
-
+def _export_with_function(model, name, weights, out_dir):
     from posetrack_app.pose.export import export_onnx, pose_manifest
+
+    input_hw = get_model_spec(name).input_hw
+    return export_onnx(model, out_dir / f"{name}.onnx", input_hw=input_hw, manifest=pose_manifest(
+        model_name=name, num_keypoints=17, keypoint_layout="coco17", input_hw=input_hw, weights_path=weights))
+
+
+def _export_with_cli(model, name, weights, out_dir):
+    from posetrack_app.cli import main
+
+    assert main(["export", "--model", name, "--weights", str(weights), "--format", "onnx", "--out", str(out_dir)]) == 0
+    (path,) = out_dir.glob("*.onnx")
+    return path
+
+
+# Each family once, one through export_onnx, the other through `posetrack export` (which calls it); an export
+# takes seconds, and the variants of a family share every operator.
+@pytest.mark.parametrize("name, export", [
+    ("simple_baseline_r50_256x192", _export_with_function),
+    ("hourglass_2s_256x192", _export_with_cli),
+])
+def test_onnx_export_matches_torch(tmp_path, name, export):
+    import onnxruntime as ort
 
     spec = get_model_spec(name)
     model = random_network(name, seed=2)
-    path = export_onnx(model, tmp_path / f"{name}.onnx", input_hw=spec.input_hw, manifest=pose_manifest(
-        model_name=name, num_keypoints=17, keypoint_layout="coco17", input_hw=spec.input_hw))
+    weights = tmp_path / f"{name}.pth"
+    torch.save(model.state_dict(), weights)
+    out_dir = tmp_path / "engines"
+    out_dir.mkdir()
+    path = export(model, name, weights, out_dir)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     torch.manual_seed(3)
     crops = torch.randn(3, 3, *spec.input_hw)  # batch 3: the export's example batch is 2, the axis is dynamic
