@@ -13,9 +13,10 @@ Per frame t (the pipeline calls `propose`, merges boxes, runs the pose stage, th
   3. Pose NMS (`update`): duplicate poses are removed by OKS-NMS, detector-backed poses first.
   4. Associate: OKS between each detector-backed pose and the flow-warped pose of every track seen in the last
      `max_lost_frames` frames (area from the warped box, growing while a track is lost); greedy matching takes
-     the highest pair above `match_oks_threshold`, removes its row and column, and repeats. A pose that exists
-     only because a track proposed its box may continue that track only (second stage). Unmatched
-     detector-backed poses start new tracks.
+     the highest pair above `match_oks_threshold`, removes its row and column, and repeats. Detector-backed
+     poses left over are matched to the remaining tracks by box IoU with the propagated box
+     (`fallback_iou_threshold`; 1.0 turns it off). A pose that exists only because a track proposed its box may
+     continue that track only (last stage). Unmatched detector-backed poses start new tracks.
 
 Track states: tentative (not yet reported, needs `min_hits_to_confirm` detector-backed matches), tracked,
 lost (not reported; propagated by flow or a constant-velocity Kalman filter for `max_lost_frames` so the same
@@ -159,12 +160,13 @@ class FlowTracker:
     def __init__(self, *, skeleton: Skeleton, flow_method: str = "lk", flow_downscale: float = 1.0,
                  flow_window_px: int = 21, flow_pyramid_levels: int = 3, flow_fb_max_error_px: float = 1.0,
                  flow_min_keypoint_score: float = 0.2, unreliable_score_factor: float = 0.5,
-                 box_enlarge_ratio: float = 0.15, propagated_box: str = "joints",
-                 propagated_score_decay: float = 0.9, min_propagated_pose_score: float = 0.3,
-                 matcher: str = "greedy", match_oks_threshold: float = 0.3,
+                 box_enlarge_ratio: float = 0.15, propagated_box: str = "shift",
+                 propagated_score_decay: float = 0.9, min_propagated_pose_score: float = 0.2,
+                 matcher: str = "greedy", match_oks_threshold: float = 0.1,
                  oks_keypoint_score_threshold: float = 0.2, pose_nms_oks_threshold: float = 0.7,
+                 fallback_iou_threshold: float = 0.5,
                  lost_scale_growth_per_frame: float = 0.2, new_track_min_score: float = 0.4,
-                 min_hits_to_confirm: int = 1, max_lost_frames: int = 30, lost_track_motion: str = "kalman",
+                 min_hits_to_confirm: int = 1, max_lost_frames: int = 60, lost_track_motion: str = "kalman",
                  min_reliable_joint_fraction: float = 0.5, kalman_process_noise_px: float = 1.0,
                  kalman_measurement_noise_px: float = 4.0, smoothing: str = "none",
                  one_euro_min_cutoff_hz: float = 1.0, one_euro_beta: float = 0.05,
@@ -191,6 +193,7 @@ class FlowTracker:
         self.match_oks_threshold = match_oks_threshold
         self.oks_keypoint_score_threshold = oks_keypoint_score_threshold
         self.pose_nms_oks_threshold = pose_nms_oks_threshold
+        self.fallback_iou_threshold = fallback_iou_threshold
         self.lost_scale_growth_per_frame = lost_scale_growth_per_frame
         self.new_track_min_score = new_track_min_score
         self.min_hits_to_confirm = min_hits_to_confirm
@@ -360,6 +363,17 @@ class FlowTracker:
             for row, col in matches:
                 assigned[int(detected[row])] = tracks[col]
                 tracks[col].matched = True
+        # Stage 1b: detector-backed poses left over (their joints too far off, e.g. jittery keypoints of a small
+        # person) against the tracks still free, by IoU of the pose box and the track's propagated box. Without it
+        # such a detection would start a second track on a person that propagation is still carrying.
+        left = np.array([i for i in detected if int(i) not in assigned], dtype=np.int64)
+        free = [t for t in tracks if not t.matched]
+        if self.fallback_iou_threshold < 1.0 and len(left) and free:
+            iou = box_iou(poses.boxes_xyxy[left], np.stack([t.pred_box for t in free]))
+            matches, _, _ = self.match(iou, self.fallback_iou_threshold)
+            for row, col in matches:
+                assigned[int(left[row])] = free[col]
+                free[col].matched = True
         # Stage 2: a propagated pose continues the track that proposed it, if that track is still free.
         for index in carried:
             track = self._proposal_tracks[origin[index]]

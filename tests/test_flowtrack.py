@@ -1,0 +1,257 @@
+"""FlowTracker on synthetic scenes with exact truth: textured people rendered on a textured background, real
+optical flow between the rendered frames, poses given (the 'detector') from the known joint positions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cv2
+
+from posetrack_app.pipeline import Pipeline
+from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
+from posetrack_app.skeleton import COCO17
+from posetrack_app.structures import Detections, Frame, Poses
+from posetrack_app.tracking.flowtrack import FlowTracker
+
+K = COCO17.num_keypoints
+W, H = 320, 240
+PERSON_W, PERSON_H = 40, 100
+# Joint positions as fractions of the person's box (x, y): a rough upright COCO-17 skeleton.
+TEMPLATE = np.array([
+    (0.5, 0.08), (0.45, 0.06), (0.55, 0.06), (0.38, 0.08), (0.62, 0.08),
+    (0.25, 0.22), (0.75, 0.22), (0.18, 0.40), (0.82, 0.40), (0.15, 0.55), (0.85, 0.55),
+    (0.35, 0.55), (0.65, 0.55), (0.35, 0.75), (0.65, 0.75), (0.35, 0.95), (0.65, 0.95),
+], dtype=np.float32)
+
+
+def _texture(rng, h, w, blur=1.5, lo=0, hi=255):
+    noise = rng.integers(0, 256, (h, w)).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), blur)
+    noise = cv2.normalize(noise, None, lo, hi, cv2.NORM_MINMAX)
+    return noise.astype(np.uint8)
+
+
+class Scene:
+    """Renders people (textured rectangles, drawn in list order so later ones are in front) and occluders."""
+
+    def __init__(self, seed=0, margin=400):
+        self.rng = np.random.default_rng(seed)
+        self.margin = margin
+        self.background = _texture(self.rng, H + 2 * margin, W + 2 * margin, blur=2.0, lo=40, hi=140)
+        self.skins = [_texture(self.rng, PERSON_H, PERSON_W, blur=1.0, lo=120, hi=255) for _ in range(4)]
+
+    def render(self, people_tl, camera_xy=(0.0, 0.0), occluders=()):
+        """people_tl: top-left (x, y) per person in world pixels; camera shifts the view. Returns BGR image and
+        the visible image-space boxes and keypoints."""
+        cx, cy = camera_xy
+        m = self.margin
+        # Sub-pixel camera shift via an affine warp of the big canvas.
+        canvas = self.background.copy()
+        for (x, y), skin in zip(people_tl, self.skins):
+            xi, yi = int(round(x)) + m, int(round(y)) + m
+            canvas[yi:yi + PERSON_H, xi:xi + PERSON_W] = skin
+        for (x1, y1, x2, y2) in occluders:
+            canvas[int(y1) + m:int(y2) + m, int(x1) + m:int(x2) + m] = 90
+        shift = np.float32([[1, 0, -m - cx], [0, 1, -m - cy]])
+        gray = cv2.warpAffine(canvas, shift, (W, H), flags=cv2.INTER_LINEAR)
+        boxes, keypoints = [], []
+        for x, y in people_tl:
+            x, y = round(x) - cx, round(y) - cy
+            boxes.append((x, y, x + PERSON_W, y + PERSON_H))
+            keypoints.append(TEMPLATE * (PERSON_W, PERSON_H) + (x, y))
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), np.array(boxes, np.float32), np.array(keypoints, np.float32)
+
+
+def _poses(boxes, keypoints, rows, score=0.9):
+    rows = list(rows)
+    if not rows:
+        return Poses.empty(K)
+    return Poses(keypoints[rows], np.full((len(rows), K), score, np.float32), boxes[rows], np.full(len(rows), score))
+
+
+def _tracker(**kw):
+    return FlowTracker(skeleton=COCO17, **kw)
+
+
+def _ids_by_person(tracks, boxes):
+    """Map each reported track to the true person whose box centre is nearest."""
+    out = {}
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+    for tid, box in zip(tracks.track_ids, tracks.poses.boxes_xyxy):
+        c = (box[:2] + box[2:]) / 2
+        out[int(np.argmin(np.linalg.norm(centers - c, axis=1)))] = int(tid)
+    return out
+
+
+def test_two_people_crossing_keep_their_ids():
+    scene = Scene(seed=1)
+    tracker = _tracker()
+    first = None
+    for t in range(40):
+        people = [(20 + 6 * t, 60), (260 - 6 * t, 75)]  # cross around t = 20; the second is in front
+        image, boxes, keypoints = scene.render(people)
+        tracker.propose(Frame(t, image))
+        tracks = tracker.update(Frame(t, image), _poses(boxes, keypoints, [0, 1]))
+        ids = _ids_by_person(tracks, boxes)
+        assert len(tracks) == 2
+        if first is None:
+            first = ids
+        assert ids == first, f"frame {t}: ids {ids} changed from {first}"
+
+
+@pytest.mark.parametrize("lost_track_motion", ["kalman", "flow_or_kalman"])
+def test_person_hidden_for_10_frames_gets_the_same_id_back(lost_track_motion):
+    scene = Scene(seed=2)
+    tracker = _tracker(lost_track_motion=lost_track_motion)
+    occluder = (150, 30, 215, 200)
+    seen = {}
+    hidden_frames = 0
+    for t in range(45):
+        x = 40 + 4 * t                        # hidden while its box is inside the occluder (x 150..175)
+        image, boxes, keypoints = scene.render([(x, 60)], occluders=[occluder])
+        hidden = x >= occluder[0] and x + PERSON_W <= occluder[2]
+        hidden_frames += hidden
+        frame = Frame(t, image)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, _poses(boxes, keypoints, [] if hidden else [0]))
+        if hidden:
+            assert len(tracks) == 0 and tracks.info["lost_tracks"] == 1
+        else:
+            assert len(tracks) == 1
+            seen.setdefault("before" if x < occluder[0] else "after", set()).add(int(tracks.track_ids[0]))
+    assert hidden_frames >= 4
+    assert seen["before"] == seen["after"] and len(seen["before"]) == 1
+
+
+def test_hidden_for_exactly_10_frames():
+    scene = Scene(seed=3)
+    tracker = _tracker()
+    ids = []
+    for t in range(30):
+        image, boxes, keypoints = scene.render([(30 + 5 * t, 60)])
+        hidden = 10 <= t < 20
+        frame = Frame(t, image)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, _poses(boxes, keypoints, [] if hidden else [0]))
+        if not hidden:
+            ids.append(int(tracks.track_ids[0]))
+    assert len(set(ids)) == 1
+
+
+def _pan_ids(tracker):
+    scene = Scene(seed=4)
+    id_sets = [set(), set()]
+    for t in range(15):
+        image, boxes, keypoints = scene.render([(60, 60), (200, 70)], camera_xy=(-0.0 + 28.0 * t - 200, 0.0))
+        frame = Frame(t, image)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, _poses(boxes, keypoints, [0, 1]))
+        visible = (boxes[:, 0] >= 0) & (boxes[:, 2] <= W)
+        for person, tid in _ids_by_person(tracks, boxes).items():
+            if visible[person]:
+                id_sets[person].add(tid)
+    return id_sets
+
+
+def test_camera_pan_keeps_ids_where_the_iou_tracker_loses_them():
+    from posetrack_app.tracking.iou_tracker import IouTracker
+
+    flow_ids = _pan_ids(_tracker())
+    iou_ids = _pan_ids(IouTracker(skeleton=COCO17, match_iou_threshold=0.3, max_lost_frames=30,
+                                  new_track_min_score=0.4))
+    assert all(len(s) == 1 for s in flow_ids), flow_ids
+    assert any(len(s) > 1 for s in iou_ids), iou_ids
+
+
+class _FlakyDetector:
+    """Sees person 0 in every frame and person 1 only in even frames; returns YOLO-style keypoints [N, K, 3]."""
+
+    def __init__(self, truth):
+        self.truth = truth
+
+    def __call__(self, frame):
+        boxes, keypoints = self.truth[frame.index]
+        rows = [0, 1] if frame.index % 2 == 0 else [0]
+        kp = np.concatenate([keypoints[rows], np.full((len(rows), K, 1), 0.9, np.float32)], axis=2)
+        return Detections(boxes[rows], np.full(len(rows), 0.9), kp)
+
+
+def test_detector_missing_a_person_every_other_frame_still_yields_a_continuous_track():
+    scene = Scene(seed=5)
+    frames, truth = [], []
+    for t in range(20):
+        image, boxes, keypoints = scene.render([(30 + 3 * t, 40), (200 - 3 * t, 100)])
+        frames.append(Frame(t, image))
+        truth.append((boxes, keypoints))
+    pipe = Pipeline(_FlakyDetector(truth), DetectorKeypointPoses(), _tracker(), box_merge_iou_threshold=0.5)
+    ids_of_1, propagated = [], 0
+    for frame, (boxes, _) in zip(frames, truth):
+        tracks = pipe.step(frame)
+        assert len(tracks) == 2, f"frame {frame.index}: {len(tracks)} tracks"
+        ids_of_1.append(_ids_by_person(tracks, boxes)[1])
+        propagated += tracks.info["propagated_poses"]
+        # The propagated box stays on the person (exact truth box).
+        match = tracks.poses.boxes_xyxy[list(tracks.track_ids).index(ids_of_1[-1])]
+        assert np.abs(match - boxes[1]).max() < 12.0
+    assert len(set(ids_of_1)) == 1
+    assert propagated >= 9
+
+
+def test_reset_restarts_ids():
+    scene = Scene(seed=6)
+    tracker = _tracker()
+    image, boxes, keypoints = scene.render([(30, 40), (200, 80)])
+    first = tracker.update(Frame(0, image), _poses(boxes, keypoints, [0, 1]))
+    tracker.reset()
+    second = tracker.update(Frame(0, image), _poses(boxes, keypoints, [0, 1]))
+    assert sorted(first.track_ids.tolist()) == sorted(second.track_ids.tolist()) == [1, 2]
+
+
+@pytest.mark.parametrize("case", ["empty", "single_joint", "no_valid_joint", "empty_after_tracks"])
+def test_degenerate_inputs_do_not_crash(case):
+    scene = Scene(seed=7)
+    tracker = _tracker()
+    for t in range(4):
+        image, boxes, keypoints = scene.render([(30 + 3 * t, 40)])
+        frame = Frame(t, image)
+        tracker.propose(frame)
+        scores = np.zeros((1, K), np.float32)
+        if case == "empty" or (case == "empty_after_tracks" and t >= 2):
+            poses = Poses.empty(K)
+        elif case == "empty_after_tracks":
+            poses = _poses(boxes, keypoints, [0])
+        else:
+            if case == "single_joint":
+                scores[0, 0] = 0.9
+            poses = Poses(keypoints[:1], scores, boxes[:1], np.array([0.9]))
+        tracks = tracker.update(frame, poses)
+        assert len(tracks) <= 1
+        assert tracks.poses.num_keypoints == K
+
+
+def test_wrong_keypoint_count_is_a_clear_error():
+    tracker = _tracker()
+    image = np.zeros((H, W, 3), np.uint8)
+    with pytest.raises(ValueError, match="keypoints"):
+        tracker.update(Frame(0, image), Poses.empty(15))
+
+
+@pytest.mark.parametrize("smoothing", ["one_euro", "kalman"])
+def test_smoothing_reduces_jitter_of_a_static_person(smoothing):
+    scene = Scene(seed=8)
+    rng = np.random.default_rng(0)
+    image, boxes, keypoints = scene.render([(100, 60)])
+    raw_err, smooth_err = [], []
+    tracker = _tracker(smoothing=smoothing)
+    for t in range(40):
+        noisy = keypoints + rng.normal(0, 2.0, keypoints.shape).astype(np.float32)
+        tracks = tracker.update(Frame(t, image, t / 30), _poses(boxes, noisy, [0]))
+        if t >= 10:
+            raw_err.append(np.abs(noisy[0] - keypoints[0]).mean())
+            smooth_err.append(np.abs(tracks.poses.keypoints[0] - keypoints[0]).mean())
+    assert np.mean(smooth_err) < 0.8 * np.mean(raw_err)
+
+
+def test_unknown_option_is_rejected_with_choices():
+    with pytest.raises(ValueError, match="choose one of"):
+        _tracker(lost_track_motion="teleport")
