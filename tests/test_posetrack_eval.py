@@ -307,3 +307,40 @@ def test_eval_cli_prints_tables_and_writes_json(tmp_path, capsys):
     assert data["ap"]["groups"]["Total"] == 100.0
     assert data["mot"]["total"]["mota"] == pytest.approx(100 * (1 - 2 / 6))
     assert main(["eval", str(tmp_path / "gt"), str(tmp_path / "nowhere")]) == 2
+
+
+def _random_pairs(seed, sequences=3, frames=12, persons=4):
+    """Crowded random sequences: integer offsets (distance ties), drops, swaps, false positives, empty frames."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for s in range(sequences):
+        origins = rng.integers(0, 90, size=(persons, 2)).astype(float) * 4
+        gt_frames, pred_frames = [], []
+        for f in range(frames):
+            gt_people = [person(p, origins[p] + f * 2) for p in range(persons) if rng.random() > 0.1]
+            preds = []
+            if rng.random() > 0.1:
+                for p in range(persons):
+                    if rng.random() < 0.15:
+                        continue
+                    shift = {n: tuple(rng.integers(-12, 13, 2).astype(float)) for n in EVAL_JOINT_NAMES[::3]}
+                    track = int(rng.integers(0, persons + 2)) if rng.random() < 0.2 else p
+                    if track in [q.track_id for q in preds]:
+                        track = 100 + p
+                    preds.append(person(track, origins[p] + f * 2, score=float(rng.random()), shift=shift))
+            gt_frames.append(gt_people)
+            pred_frames.append(preds)
+        pairs.append((sequence(gt_frames, name=f"r{s}"), sequence(pred_frames, name=f"r{s}")))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_builtin_clear_mot_counts_equal_motmetrics(seed):
+    pairs = _random_pairs(seed)
+    fast = evaluate_sequences(pairs, mot_engine="builtin")
+    reference = evaluate_sequences(pairs, mot_engine="motmetrics")
+    for a, b in zip(fast.mot, reference.mot):
+        assert (a.num_objects, a.num_misses, a.num_switches, a.num_false_positives, a.num_detections) == \
+            (b.num_objects, b.num_misses, b.num_switches, b.num_false_positives, b.num_detections), a.name
+        assert a.mota == pytest.approx(b.mota, abs=1e-9) and a.motp == pytest.approx(b.motp, abs=1e-9)
+    assert sum(m.num_switches for m in fast.mot) > 0 and sum(m.num_misses for m in fast.mot) > 0

@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("pred_dir", metavar="PRED_DIR", help="folder with one prediction file per GT file, same names")
     parser.add_argument("--json", metavar="F", help="also write all figures as JSON to F")
     parser.add_argument("--per-joint", action="store_true", help="also print the per-joint detail")
+    parser.add_argument("--mot-engine", choices=("builtin", "motmetrics"), default="builtin",
+                        help="CLEAR MOT bookkeeping: builtin (motmetrics' algorithm, fast) or motmetrics itself")
 
 
 def _cell(value: float, width: int = 6) -> str:
@@ -56,7 +58,7 @@ def run(args) -> int:
 
     if args.json:
         check_output_path(args.json)
-    result = evaluate_folders(args.gt_dir, args.pred_dir)
+    result = evaluate_folders(args.gt_dir, args.pred_dir, args.mot_engine)
     print(format_tables(result, args.per_joint))
     if args.json:
         write_json_atomic(args.json, result.to_dict(), indent=1)
