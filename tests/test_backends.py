@@ -43,12 +43,52 @@ def test_importing_the_package_imports_neither_onnxruntime_nor_tensorrt():
     assert out == "[]"
 
 
-def test_torch_backend_from_options_builds_registered_model():
-    backend = create_backend("torch", BackendOptions(model_name="hrnet_w32_256x192", num_keypoints=15,
-                                                     input_hw=(256, 192)))
-    with backend:
+def test_torch_backend_from_options_loads_the_configured_network(monkeypatch):
+    from posetrack_app.pose import checkpoint
+
+    seen = {}
+
+    def fake_load(model_name, weights_path, num_keypoints):
+        seen.update(model=model_name, weights=weights_path, k=num_keypoints)
+        return tiny_hrnet(num_keypoints)
+
+    monkeypatch.setattr(checkpoint, "load_pose_network", fake_load)
+    options = BackendOptions(model_name="hrnet_w32_256x192", num_keypoints=15, input_hw=INPUT_HW, weights_path="w.pth",
+                             precision="bf16", channels_last=True)
+    with create_backend("torch", options) as backend:
         assert isinstance(backend, TorchBackend) and backend.model.final_layer.out_channels == 15
-        assert not backend.model.training
+        assert backend.dtype == torch.bfloat16 and not backend.model.training
+    assert seen == {"model": "hrnet_w32_256x192", "weights": "w.pth", "k": 15}
+
+
+def test_batchnorm_folding_keeps_the_output(tiny):
+    x = torch.randn((2, 3) + INPUT_HW)
+    with torch.no_grad():
+        reference = tiny(x)
+    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, fold_bn=True) as backend:
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backend.model.modules())
+        heatmaps = backend.infer(x)
+    assert (heatmaps - reference).abs().max().item() < 1e-5 * max(1.0, reference.abs().max().item())
+
+
+def test_batchnorm_folding_refuses_a_network_it_would_change():
+    from posetrack_app.pose.backends.torch_backend import fold_batchnorm
+
+    class BnBeforeConv(torch.nn.Module):
+        """conv and bn registered next to each other, but bn runs first (pre-activation style)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+            self.bn = torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv(self.bn(x))
+
+    model = BnBeforeConv().eval()
+    model.bn.running_var.fill_(4.0)
+    model.bn.running_mean.fill_(0.5)
+    assert fold_batchnorm(model, (8, 8)) is model
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -61,7 +101,7 @@ def test_torch_backend_cpu_matches_the_model(tiny, batch, options, tolerance):
     x = torch.randn((batch, 3) + INPUT_HW)
     with torch.no_grad():
         reference = tiny(x)
-    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, **options) as backend:
+    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, fold_bn=False, **options) as backend:
         heatmaps = backend.infer(x)
     assert heatmaps.dtype == torch.float32 and heatmaps.shape == reference.shape
     scale = reference.abs().max().item()
@@ -81,24 +121,24 @@ def tiny_copy(model):
 ])
 def test_torch_backend_rejects_cpu_misconfigurations(tiny, options, match):
     with pytest.raises(ConfigError, match=match):
-        TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, **options)
+        TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, fold_bn=False, **options)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_torch_backend_cuda_without_gpu_says_so(tiny):
     with pytest.raises(ConfigError, match="torch sees no CUDA GPU: set pose.device=cpu"):
-        TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, device="cuda")
+        TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, device="cuda", fold_bn=False)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 64, 48), (2, 1, 128, 96), (3, 128, 96)])
 def test_backend_rejects_wrong_input_shape(tiny, shape):
-    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17) as backend:
+    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, fold_bn=False) as backend:
         with pytest.raises(ValueError, match=r"expects a batch \[B, 3, 128, 96\]"):
             backend.infer(torch.zeros(shape))
 
 
 def test_empty_batch(tiny):
-    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17) as backend:
+    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, fold_bn=False) as backend:
         assert tuple(backend.infer(torch.zeros((0, 3) + INPUT_HW)).shape) == (0, 17, 32, 24)
 
 
