@@ -164,14 +164,29 @@ def _cached_pipeline(factory: PipelineFactory, cfg: AppConfig):
     return _WORKER["pipeline"]
 
 
-def _init_worker(gpu_ids: SequenceType[str], counter, progress_queue) -> None:
+def _init_worker(gpu_ids: SequenceType[str], counter, progress_queue, cpu_threads: int) -> None:
     with counter.get_lock():
         index = counter.value
         counter.value += 1
     if gpu_ids:
         # Before anything imports CUDA: this worker sees exactly one GPU.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[index % len(gpu_ids)]
+    # Share the cores instead of every worker starting one thread per core (OpenMP / torch honour this).
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads))
     _WORKER["progress"] = progress_queue
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _worker_config(cfg: AppConfig, workers: int) -> AppConfig:
+    """Give each worker's onnxruntime pose backend its share of the cores unless the config fixes a number."""
+    from .config import replace
+
+    if cfg.pose.intra_op_threads == 0:
+        return replace(cfg, **{"pose.intra_op_threads": _threads_per_worker(workers)})
+    return cfg
 
 
 def _run_job(job: SequenceJob, cfg: AppConfig, factory: PipelineFactory):
@@ -309,8 +324,9 @@ def _run_processes(todo, cfg, factory, workers, finish, fail, bars) -> None:
     progress_queue = context.Queue()
     counter = context.Value("i", 0)
     workers = min(workers, len(todo))
+    cfg = cfg if gpu_ids else _worker_config(cfg, workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(gpu_ids, counter, progress_queue)) as pool:
+                             initargs=(gpu_ids, counter, progress_queue, _threads_per_worker(workers))) as pool:
         pending = {pool.submit(_run_job, job, cfg, factory): job for job in todo}
         while pending:
             done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
