@@ -157,15 +157,15 @@ class FlowTracker:
     their meaning and chosen defaults) plus `skeleton` (keypoint layout: K and OKS sigmas).
     """
 
-    def __init__(self, *, skeleton: Skeleton, flow_method: str = "lk", flow_downscale: float = 1.0,
-                 flow_window_px: int = 21, flow_pyramid_levels: int = 3, flow_fb_max_error_px: float = 1.0,
+    def __init__(self, *, skeleton: Skeleton, flow_method: str = "lk", flow_downscale: float = 0.5,
+                 flow_window_px: int = 11, flow_pyramid_levels: int = 2, flow_fb_max_error_px: float = 1.0,
                  flow_min_keypoint_score: float = 0.2, unreliable_score_factor: float = 0.5,
                  box_enlarge_ratio: float = 0.15, propagated_box: str = "shift",
                  propagated_score_decay: float = 0.9, min_propagated_pose_score: float = 0.2,
                  matcher: str = "greedy", match_oks_threshold: float = 0.1,
                  oks_keypoint_score_threshold: float = 0.2, pose_nms_oks_threshold: float = 0.7,
                  fallback_iou_threshold: float = 0.5,
-                 lost_scale_growth_per_frame: float = 0.2, new_track_min_score: float = 0.4,
+                 lost_scale_growth_per_frame: float = 0.2, new_track_min_score: float = 0.5,
                  min_hits_to_confirm: int = 1, max_lost_frames: int = 60, lost_track_motion: str = "kalman",
                  min_reliable_joint_fraction: float = 0.5, kalman_process_noise_px: float = 1.0,
                  kalman_measurement_noise_px: float = 4.0, smoothing: str = "none",
