@@ -109,6 +109,11 @@ def export_onnx(model: nn.Module, path, *, input_hw: Tuple[int, int], manifest: 
     example = torch.zeros((example_batch, 3) + tuple(input_hw))
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     tmp = temporary_path_for(path)
+    # The exporter's optimiser logs every rewrite at INFO; keep the CLI's INFO output to our own lines.
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx", "torch.export")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(max(logger.level, logging.WARNING))
     try:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -119,6 +124,8 @@ def export_onnx(model: nn.Module, path, *, input_hw: Tuple[int, int], manifest: 
         program.save(str(tmp), external_data=False)
         os.replace(tmp, path)
     finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
         if tmp.exists():
             tmp.unlink()
     full = dict(manifest)
