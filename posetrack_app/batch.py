@@ -181,12 +181,17 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def _worker_config(cfg: AppConfig, workers: int) -> AppConfig:
-    """Give each worker's onnxruntime pose backend its share of the cores unless the config fixes a number."""
+    """Give each worker's onnxruntime sessions (detector and pose) their share of the cores, unless the config
+    fixes a number: one thread per core in every worker would oversubscribe the machine."""
     from .config import replace
 
+    share = _threads_per_worker(workers)
+    changes = {}
     if cfg.pose.intra_op_threads == 0:
-        return replace(cfg, **{"pose.intra_op_threads": _threads_per_worker(workers)})
-    return cfg
+        changes["pose.intra_op_threads"] = share
+    if cfg.detector.intra_op_threads == 0:
+        changes["detector.intra_op_threads"] = share
+    return replace(cfg, **changes) if changes else cfg
 
 
 def _run_job(job: SequenceJob, cfg: AppConfig, factory: PipelineFactory):

@@ -40,6 +40,8 @@ class DetectorConfig:
     providers: tuple = ("CUDAExecutionProvider", "CPUExecutionProvider")
     # Folder for the exported ONNX file; empty = engines/ of the repository, else ~/.cache/posetrack_app.
     cache_dir: str = ""
+    # ONNX Runtime threads for the detector (0 = one per core). Set it when several workers share the cores.
+    intra_op_threads: int = 0
     # Run the detector every k-th frame; the tracker carries the frames between (flowtrack only).
     detect_every: int = 1
 

@@ -102,6 +102,7 @@ def build_detector(cfg: AppConfig):
         max_detections=d.max_detections,
         providers=d.providers,
         cache_dir=d.cache_dir,
+        intra_op_threads=d.intra_op_threads,
     )
 
 

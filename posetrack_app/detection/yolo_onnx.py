@@ -161,7 +161,8 @@ class YoloPoseDetector:
 
     def __init__(self, onnx_path, *, input_size: int = 960, score_threshold: float = 0.25,
                  nms_iou_threshold: float = 0.7, max_detections: int = 100,
-                 providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider")):
+                 providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider"),
+                 intra_op_threads: int = 0):
         import onnxruntime as ort
 
         if input_size % STRIDE != 0 or input_size <= 0:
@@ -169,7 +170,9 @@ class YoloPoseDetector:
         available = ort.get_available_providers()
         chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(onnx_path), providers=chosen)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = intra_op_threads
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
