@@ -110,7 +110,7 @@ def export_onnx(model: nn.Module, path, *, input_hw: Tuple[int, int], manifest: 
     batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
     tmp = temporary_path_for(path)
     # The exporter's optimiser logs every rewrite at INFO; keep the CLI's INFO output to our own lines.
-    quiet = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx", "torch.export")]
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:
         logger.setLevel(max(logger.level, logging.WARNING))
