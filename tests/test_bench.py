@@ -185,7 +185,8 @@ def vtest(shared_data):
 def test_bench_cli_synthetic_compare_writes_json_and_markdown(tmp_path, capsys):
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     code = main(["bench", "--frames", "4", "--warmup", "1", "--persons", "2", "--resolution", "320x240",
-                 "--no-detector-network", "--compare", "--json", str(out_json), "--markdown", str(out_md)])
+                 "--no-detector-network", "--compare", "--json", str(out_json), "--markdown", str(out_md),
+                 "--set", "tracker.kind=iou"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     record = json.loads(out_json.read_text())
@@ -198,7 +199,7 @@ def test_bench_cli_synthetic_compare_writes_json_and_markdown(tmp_path, capsys):
         assert set(PIPELINE_STAGES) <= set(run["stages"])
     assert record["pipelined_speedup"] > 0
     assert record["environment"]["cpu_count"] >= 1
-    assert record["config"]["tracker"]["kind"] == "iou"
+    assert record["config"]["tracker"]["kind"] == "iou" == record["setup"]["tracker"]  # --set reached the run
     assert "frame (wall)" in captured.out and "stub detector" in captured.out
     assert "| stage |" in out_md.read_text()
 
