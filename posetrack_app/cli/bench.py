@@ -43,7 +43,8 @@ def add_arguments(parser) -> None:
                       help="decode, infer and write one after the other on one thread (no overlap)")
     mode.add_argument("--compare", action="store_true",
                       help="run sequential, then pipelined, and report the speedup of the threaded runner")
-    parser.add_argument("--out-video", metavar="F", help="also write the annotated video (timed as 'write.video': render + encode)")
+    parser.add_argument("--out-video", metavar="F",
+                        help="also write the annotated video (timed as 'write.video': render + encode)")
     parser.add_argument("--out-json", metavar="F", help="also write JSON Lines poses (timed as 'write.jsonlines')")
     parser.add_argument("--timer", choices=("synchronize", "events"), default="synchronize",
                         help="GPU stage timing: synchronize before clock reads (default) or CUDA events")
