@@ -176,13 +176,24 @@ def load_checkpoint(model: nn.Module, path, *, model_name: str) -> nn.Module:
 def load_pose_network(model_name: str, weights_path, num_keypoints: int) -> nn.Module:
     """Build `model_name` from the registry with `num_keypoints` heatmaps, load the weights strictly, eval mode.
 
-    weights_path: the .pth file; None builds a randomly initialised network (tests, benchmarks).
+    weights_path: the .pth file; None builds a randomly initialised network (tests, benchmarks). The file is
+    checked against a memory-less (meta device) copy of the network first, so a wrong file fails before the
+    real network is allocated and initialised.
     """
     from .models import build_model
 
+    if weights_path is None:
+        return build_model(model_name, num_keypoints).eval()
+    state_dict = read_state_dict(weights_path)
+    source = f"pose weights file {weights_path}"
+    with torch.device("meta"):
+        shapes_only = build_model(model_name, num_keypoints)
+    missing, unexpected, mismatched = compare_state_dicts(state_dict, shapes_only.state_dict())
+    if missing or unexpected or mismatched:
+        load_state_dict_strict(shapes_only, state_dict, model_name=model_name, source=source)  # raises, explained
     model = build_model(model_name, num_keypoints)
-    if weights_path is not None:
-        load_checkpoint(model, weights_path, model_name=model_name)
+    load_state_dict_strict(model, state_dict, model_name=model_name, source=source)
+    log.debug("loaded %d tensors from %s into %s", len(state_dict), weights_path, model_name)
     return model.eval()
 
 
