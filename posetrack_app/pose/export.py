@@ -83,7 +83,9 @@ class _FixedPrecision(nn.Module):
 
     def __init__(self, model: nn.Module, dtype: torch.dtype):
         super().__init__()
-        self.model = model.to(dtype)
+        import copy
+
+        self.model = copy.deepcopy(model).to(dtype)   # the caller's network stays in float32
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
