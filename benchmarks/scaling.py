@@ -15,7 +15,6 @@ Tracker alone: `propose(frame)` + `update(frame, poses)` per frame, poses from t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -101,7 +100,6 @@ def main(argv=None) -> int:
     setup = {}
     if not args.no_pipeline:
         pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device))
-        bench.instrument_pose_stage(pipeline.pose_stage, pipeline.timer)
         detector_network = None if args.no_detector_network else pipeline.detector
         setup = bench.describe_setup(cfg, pipeline)
         for resolution in resolutions:

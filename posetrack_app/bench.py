@@ -223,32 +223,6 @@ class SyntheticDetector:
         return self.clip.detections(frame.index)
 
 
-# Sub-stages of a top-down estimator (pose/topdown.py exposes them as separately callable methods).
-POSE_SUBSTAGES = (("crop_batch", "pose.crop"), ("heatmaps", "pose.network"), ("decode", "pose.decode"))
-
-
-def instrument_pose_stage(pose_stage, timer: StageTimer) -> List[str]:
-    """Times the crop / network / heatmap-decode steps of a TopDownEstimator-like pose stage as "pose.crop",
-    "pose.network" (host->device copy, backend, flip-test merge, device->host) and "pose.decode", by wrapping
-    those bound methods on this instance. Does nothing for a stage that times itself (has a `timer`) or has no
-    such methods (the detector-keypoint stage). Returns the sub-stage names instrumented."""
-    if getattr(pose_stage, "timer", None) is not None:
-        return []
-    names = []
-    for method_name, stage_name in POSE_SUBSTAGES:
-        method = getattr(pose_stage, method_name, None)
-        if not callable(method):
-            continue
-
-        def timed(*args, _method=method, _stage=stage_name, **kwargs):
-            with timer.stage(_stage):
-                return _method(*args, **kwargs)
-
-        setattr(pose_stage, method_name, timed)
-        names.append(stage_name)
-    return names
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Timed wrappers for the reader and writer side
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,7 +328,8 @@ class BenchRun:
 
 
 def _ordered(names: Sequence[str]) -> List[str]:
-    known_substages = [stage for _, stage in POSE_SUBSTAGES]
+    # The order in which TopDownEstimator runs its timed parts.
+    known_substages = ["pose.crop", "pose.network", "pose.decode"]
 
     def key(name: str):
         root = name.split(".")[0]

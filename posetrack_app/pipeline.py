@@ -62,6 +62,10 @@ class Pipeline:
         self.detect_every = detect_every
         self.box_merge_iou_threshold = box_merge_iou_threshold
         self.timer = timer or StageTimer()
+        # Stages that time their own parts (e.g. TopDownEstimator: pose.crop / pose.network / pose.decode)
+        # report them to the pipeline's timer.
+        if hasattr(pose_stage, "timer"):
+            pose_stage.timer = self.timer
         self._frames_since_reset = 0
 
     @property

@@ -316,3 +316,27 @@ def test_configured_weights_build_the_top_down_estimator(tmp_path, monkeypatch):
     image = np.zeros((240, 320, 3), np.uint8)
     poses = stage(Frame(0, image), Detections(np.array([[10, 10, 100, 200]], np.float32), np.array([0.9])))
     assert poses.keypoints.shape == (1, 17, 2)
+
+
+def test_pipeline_times_the_estimators_sub_stages():
+    """Inside a Pipeline the estimator reports crop / network / decode to the pipeline's timer."""
+    from posetrack_app.pipeline import Pipeline
+    from posetrack_app.tracking.iou_tracker import IouTracker
+
+    class ZeroBackend:
+        input_hw, num_keypoints, device = INPUT_HW, 17, "cpu"
+
+        def infer(self, batch):
+            return torch.zeros(batch.shape[0], 17, *HEATMAP_HW)
+
+        def close(self):
+            pass
+
+    boxes = np.array([[10, 10, 50, 90], [100, 20, 140, 100]], np.float32)
+    estimator = TopDownEstimator(ZeroBackend(), skeleton=COCO17, flip_test=False)
+    pipeline = Pipeline(lambda frame: Detections(boxes, [0.9, 0.8]), estimator,
+                        IouTracker(skeleton=COCO17), timer=None)
+    pipeline.step(Frame(0, np.zeros((120, 160, 3), np.uint8)))
+    counts = {name: len(d) for name, d in pipeline.timer.durations_s.items()}
+    assert {k: counts.get(k) for k in ("pose", "pose.crop", "pose.network", "pose.decode")} == \
+        {"pose": 1, "pose.crop": 1, "pose.network": 1, "pose.decode": 1}

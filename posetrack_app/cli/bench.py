@@ -106,7 +106,6 @@ def run(args) -> int:
 
     def make_pipeline():
         pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer))
-        bench.instrument_pose_stage(pipeline.pose_stage, pipeline.timer)
         if clip is not None:
             pipeline.detector = bench.SyntheticDetector(
                 clip, network=None if args.no_detector_network else pipeline.detector)

@@ -18,6 +18,7 @@ Procedure (the HRNet paper's test time, as the reference code does it):
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Tuple
 
 import numpy as np
@@ -63,6 +64,16 @@ class TopDownEstimator:
         self._mean = torch.tensor(mean_rgb, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(std_rgb, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self._flip_permutation = skeleton.flip_permutation
+        self._mean_rgb, self._std_rgb = tuple(mean_rgb), tuple(std_rgb)
+        # On a GPU the crops are cut there (batched affine sampling) from one pinned-memory upload of the frame,
+        # instead of N cv2.warpAffine calls and N crop uploads.
+        device = str(getattr(backend, "device", "cpu"))
+        self._uploader = None
+        if device.startswith("cuda"):
+            from ..ops.gpu_crop import FrameUploader
+            self._uploader = FrameUploader(device)
+        # Set by the Pipeline to its StageTimer: then crop, network and decode are timed as pose.* sub-stages.
+        self.timer = None
 
     # -- the stages, separately callable for tests and benchmarks --
 
@@ -74,7 +85,12 @@ class TopDownEstimator:
     def crop_batch(self, image_bgr: np.ndarray, centers: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
         """float32 [N, 3, H, W]: the crops, RGB, ImageNet-normalised (on the CPU)."""
         h, w = self.input_hw
-        crops = warp_crops(image_bgr, region_to_crop_matrices(centers, sizes, (w, h)), (w, h))
+        matrices = region_to_crop_matrices(centers, sizes, (w, h))
+        if self._uploader is not None:
+            from ..ops.gpu_crop import crop_batch
+            return crop_batch(image_bgr, matrices, (w, h), device=self._uploader.device, uploader=self._uploader,
+                              mean_rgb=self._mean_rgb, std_rgb=self._std_rgb)
+        crops = warp_crops(image_bgr, matrices, (w, h))
         batch = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float()
         return (batch - self._mean) / self._std
 
@@ -103,10 +119,14 @@ class TopDownEstimator:
         k = self.skeleton.num_keypoints
         if len(detections) == 0:
             return Poses.empty(k)
-        centers, sizes = self.regions(detections.boxes_xyxy)
-        batch = self.crop_batch(frame.image_bgr, centers, sizes)
-        heatmaps = self.heatmaps(batch)
-        keypoints, scores = self.decode(heatmaps, centers, sizes)
+        timer = self.timer
+        with timer.stage("pose.crop") if timer else nullcontext():
+            centers, sizes = self.regions(detections.boxes_xyxy)
+            batch = self.crop_batch(frame.image_bgr, centers, sizes)
+        with timer.stage("pose.network") if timer else nullcontext():
+            heatmaps = self.heatmaps(batch)
+        with timer.stage("pose.decode") if timer else nullcontext():
+            keypoints, scores = self.decode(heatmaps, centers, sizes)
         return Poses(keypoints, scores, detections.boxes_xyxy, detections.scores)
 
     def close(self) -> None:
