@@ -393,6 +393,16 @@ def _wrap_sinks(sinks: Sequence, timer: StageTimer, warmup: int, skeleton: Skele
     return [TimedSink(RenderOnlySink(skeleton, render_options), timer, "render", first_index=warmup)]
 
 
+def _prepare_run(pipeline, source, sinks, warmup: int, frames: int, render_options):
+    """Fresh timers and tracker, a timed source and timed writers: the common start of both run modes."""
+    side_timer = StageTimer()
+    timed_source = TimedSource(source, side_timer, first_index=warmup, max_frames=warmup + frames)
+    writers = _wrap_sinks(sinks, side_timer, warmup, pipeline.skeleton, render_options or {})
+    pipeline.reset()
+    pipeline.timer.reset()
+    return side_timer, timed_source, writers
+
+
 def run_sequential(pipeline, source: FrameSource, sinks: Sequence = (), *, warmup: int, frames: int,
                    render_options: Optional[dict] = None) -> BenchRun:
     """decode -> pipeline.step -> render/write, one frame after the other on one thread (no overlap).
@@ -400,11 +410,7 @@ def run_sequential(pipeline, source: FrameSource, sinks: Sequence = (), *, warmu
     The pipeline's own timer collects detect/propagate/pose/track; it is reset at the end of warm-up.
     Sinks are closed here (kept on success, discarded on error).
     """
-    side_timer = StageTimer()
-    timed_source = TimedSource(source, side_timer, first_index=warmup, max_frames=warmup + frames)
-    writers = _wrap_sinks(sinks, side_timer, warmup, pipeline.skeleton, render_options or {})
-    pipeline.reset()
-    pipeline.timer.reset()
+    side_timer, timed_source, writers = _prepare_run(pipeline, source, sinks, warmup, frames, render_options)
     intervals_ms: List[float] = []
     persons: List[int] = []
     count = 0
@@ -449,11 +455,7 @@ def run_pipelined(pipeline, source: FrameSource, sinks: Sequence = (), *, warmup
     """
     from .pipeline import run_stream
 
-    side_timer = StageTimer()
-    timed_source = TimedSource(source, side_timer, first_index=warmup, max_frames=warmup + frames)
-    writers = _wrap_sinks(sinks, side_timer, warmup, pipeline.skeleton, render_options or {})
-    pipeline.reset()
-    pipeline.timer.reset()
+    side_timer, timed_source, writers = _prepare_run(pipeline, source, sinks, warmup, frames, render_options)
     intervals_ms: List[float] = []
     persons: List[int] = []
     state = {"count": 0, "start": None, "last": None}

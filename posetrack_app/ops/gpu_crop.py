@@ -20,17 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _inverse_affine(matrices) -> np.ndarray:
-    """[B, 2, 3] -> [B, 2, 3] float64 inverse maps (crop -> image)."""
-    m = np.asarray(matrices.detach().cpu().numpy() if isinstance(matrices, torch.Tensor) else matrices,
-                   dtype=np.float64).reshape(-1, 2, 3)
-    linear = m[:, :, :2]
-    inverse_linear = np.linalg.inv(linear)
-    inverse = np.empty_like(m)
-    inverse[:, :, :2] = inverse_linear
-    inverse[:, :, 2] = -np.einsum("nij,nj->ni", inverse_linear, m[:, :, 2])
-    return inverse
+from .affine import invert_affine
 
 
 def sampling_grid(matrices, image_hw: Tuple[int, int], output_wh: Tuple[int, int],
@@ -45,7 +35,9 @@ def sampling_grid(matrices, image_hw: Tuple[int, int], output_wh: Tuple[int, int
     img_h, img_w = int(image_hw[0]), int(image_hw[1])
     if out_w < 1 or out_h < 1:
         raise ValueError(f"crop size must be positive, got {output_wh}")
-    inverse = _inverse_affine(matrices)  # crop px -> image px
+    if isinstance(matrices, torch.Tensor):
+        matrices = matrices.detach().cpu().numpy()
+    inverse = invert_affine(matrices)  # crop px -> image px
     # crop-normalised u (align_corners=False) -> crop pixel x: x = ((u + 1) * w - 1) / 2
     from_crop_norm = np.array([[out_w / 2.0, 0.0, (out_w - 1) / 2.0],
                                [0.0, out_h / 2.0, (out_h - 1) / 2.0],
