@@ -11,40 +11,18 @@ FlopCounterMode (2 per multiply-add, so halved) on the meta device: no memory, n
 from __future__ import annotations
 
 import functools
-from math import prod
 from typing import Dict, Tuple
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from posetrack_app.config import CONFIG_DIR, load_config
 from posetrack_app.pose.models import build_model, get_model_spec, hourglass, model_names, simple_baseline
+from posetrack_app.pose.models.flops import PAPER_GIGA, count_multiply_adds
 
-PAPER_GIGA = 2 ** 30
 # Ours: SimpleBaseline and Hourglass variants registered by this project.
 OUR_MODELS = tuple(sorted({**simple_baseline.MODEL_SPECS, **hourglass.MODEL_SPECS}))
-
-
-def _conv_macs_at_output(x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, *args,
-                         out_shape=None, **kwargs) -> int:
-    """FLOPs (2 per multiply-add) of any convolution, the kernel applied once per output pixel."""
-    return 2 * out_shape[0] * prod(w_shape) * prod(out_shape[2:])
-
-
-def count_multiply_adds(model: torch.nn.Module, input_hw: Tuple[int, int], *,
-                        transposed_at_output: bool = True) -> int:
-    """Multiply-adds of one forward pass of a [1, 3, H, W] input. `model` may live on the meta device.
-
-    transposed_at_output=False counts a transposed convolution once per *input* pixel (torch's default, the
-    arithmetic actually done); True is the HRNet paper's convention.
-    """
-    device = next(model.parameters()).device
-    mapping = {torch.ops.aten.convolution: _conv_macs_at_output} if transposed_at_output else {}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
-        model(torch.empty(1, 3, *input_hw, device=device))
-    return counter.get_total_flops() // 2
 
 
 @functools.lru_cache(maxsize=None)
