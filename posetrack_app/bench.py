@@ -41,6 +41,7 @@ import numpy as np
 
 from .io.render import draw_tracks
 from .io.sources import FrameSource
+from .ops.boxes import clip_boxes
 from .skeleton import COCO17, Skeleton
 from .structures import Detections, Frame, Tracks
 from .timing import StageStats, StageTimer, stats_from_ms
@@ -161,9 +162,7 @@ class SyntheticClip:
         keypoints += rng.normal(0.0, self.keypoint_noise_px, keypoints.shape)
         lo, hi = keypoints.min(axis=1), keypoints.max(axis=1)
         margin = 0.05 * (hi - lo)
-        boxes = np.concatenate([lo - margin, hi + margin], axis=1)
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, self.width)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, self.height)
+        boxes = clip_boxes(np.concatenate([lo - margin, hi + margin], axis=1), self.width, self.height)
         visible = (boxes[:, 2] - boxes[:, 0] > 2) & (boxes[:, 3] - boxes[:, 1] > 2)
         scores = np.full(len(boxes), 0.9)
         kpts = np.concatenate([keypoints, np.full(keypoints.shape[:2] + (1,), 0.9)], axis=2)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..ops.boxes import nms
+from ..ops.boxes import clip_boxes, nms
 from ..skeleton import COCO17
 from ..structures import Detections, Frame
 
@@ -213,9 +213,7 @@ class YoloPoseDetector:
             raise UserError(f"detector output has {output.shape[1]} channels, expected {5 + 3 * NUM_KEYPOINTS}: "
                             "point detector.model at a YOLO-pose export with 17 keypoints")
         found = decode_yolo_pose(output, self.score_threshold, self.nms_iou_threshold, self.max_detections)
-        boxes = params.to_image(found.boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4)
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, frame.width)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, frame.height)
+        boxes = clip_boxes(params.to_image(found.boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4), frame.width, frame.height)
         keypoints = found.keypoints.copy()
         keypoints[..., :2] = params.to_image(keypoints[..., :2])
         return Detections(boxes, found.scores, keypoints)
