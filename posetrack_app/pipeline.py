@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from .config import AppConfig
+from .config import AppConfig, TrackerConfig
 from .ops.boxes import nms
 from .structures import Detections, Frame, Tracks
 from .timing import StageTimer
@@ -53,7 +53,8 @@ class Pipeline:
     """
 
     def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1,
-                 box_merge_iou_threshold: float = 0.5, timer: Optional[StageTimer] = None):
+                 box_merge_iou_threshold: float = TrackerConfig.box_merge_iou_threshold,
+                 timer: Optional[StageTimer] = None):
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.detector = detector

@@ -255,3 +255,30 @@ def test_smoothing_reduces_jitter_of_a_static_person(smoothing):
 def test_unknown_option_is_rejected_with_choices():
     with pytest.raises(ValueError, match="choose one of"):
         _tracker(lost_track_motion="teleport")
+
+
+@pytest.mark.parametrize("box_flow_weight, max_ratio", [(0.0, 1.0001), (0.3, 0.82), (0.6, 0.6)])
+def test_box_flow_weight_damps_detector_box_jitter_of_a_walking_person(box_flow_weight, max_ratio):
+    """Detector boxes jitter by 3 px around the true box of a person walking 3 px per frame; the reported box
+    blends in the flow-propagated box, so its error shrinks with the weight (and 0 reports the detector's box)."""
+    scene = Scene(seed=9)
+    rng = np.random.default_rng(1)
+    tracker = _tracker(box_flow_weight=box_flow_weight)
+    raw_err, reported_err = [], []
+    for t in range(30):
+        image, boxes, keypoints = scene.render([(40 + 3 * t, 60)])
+        noisy = boxes + rng.normal(0, 3.0, boxes.shape).astype(np.float32)
+        frame = Frame(t, image)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, _poses(noisy, keypoints, [0]))
+        assert tracks.track_ids.tolist() == [1]
+        if t >= 5:
+            raw_err.append(np.abs(noisy[0] - boxes[0]).mean())
+            reported_err.append(np.abs(tracks.poses.boxes_xyxy[0] - boxes[0]).mean())
+    assert np.mean(reported_err) <= max_ratio * np.mean(raw_err)
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.0])
+def test_box_flow_weight_out_of_range_is_rejected(weight):
+    with pytest.raises(ValueError, match="box_flow_weight"):
+        _tracker(box_flow_weight=weight)

@@ -27,6 +27,7 @@ The tracker never draws and never reads files; ids come from a per-instance coun
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -34,6 +35,7 @@ from typing import List, Optional
 import numpy as np
 from filterpy.kalman import KalmanFilter
 
+from ..config import FlowTrackConfig
 from ..ops.boxes import box_areas, box_iou
 from ..ops.oks import oks_matrix, oks_nms
 from ..skeleton import Skeleton
@@ -157,54 +159,25 @@ class FlowTracker:
     their meaning and chosen defaults) plus `skeleton` (keypoint layout: K and OKS sigmas).
     """
 
-    def __init__(self, *, skeleton: Skeleton, flow_method: str = "lk", flow_downscale: float = 0.5,
-                 flow_window_px: int = 11, flow_pyramid_levels: int = 2, flow_fb_max_error_px: float = 1.0,
-                 flow_min_keypoint_score: float = 0.2, unreliable_score_factor: float = 0.5,
-                 box_enlarge_ratio: float = 0.15, propagated_box: str = "shift",
-                 propagated_score_decay: float = 0.9, min_propagated_pose_score: float = 0.2,
-                 matcher: str = "greedy", match_oks_threshold: float = 0.1,
-                 oks_keypoint_score_threshold: float = 0.2, pose_nms_oks_threshold: float = 0.7,
-                 fallback_iou_threshold: float = 0.5,
-                 lost_scale_growth_per_frame: float = 0.2, new_track_min_score: float = 0.5,
-                 min_hits_to_confirm: int = 1, max_lost_frames: int = 60, lost_track_motion: str = "kalman",
-                 min_reliable_joint_fraction: float = 0.5, kalman_process_noise_px: float = 1.0,
-                 kalman_measurement_noise_px: float = 4.0, smoothing: str = "none",
-                 one_euro_min_cutoff_hz: float = 1.0, one_euro_beta: float = 0.05,
-                 one_euro_derivative_cutoff_hz: float = 1.0, smoothing_default_fps: float = 30.0):
-        for name, value, allowed in (("flow_method", flow_method, FLOW_METHODS),
-                                     ("lost_track_motion", lost_track_motion, LOST_MOTIONS),
-                                     ("propagated_box", propagated_box, PROPAGATED_BOXES),
-                                     ("smoothing", smoothing, SMOOTHERS)):
-            if value not in allowed:
-                raise ValueError(f"tracker.flow.{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
-        if max_lost_frames < 0 or min_hits_to_confirm < 1:
+    def __init__(self, *, skeleton: Skeleton, **options):
+        cfg = dataclasses.replace(FlowTrackConfig(), **options)  # one set of defaults: the config's
+        for name, allowed in (("flow_method", FLOW_METHODS), ("lost_track_motion", LOST_MOTIONS),
+                              ("propagated_box", PROPAGATED_BOXES), ("smoothing", SMOOTHERS)):
+            if getattr(cfg, name) not in allowed:
+                raise ValueError(f"tracker.flow.{name}={getattr(cfg, name)!r} is not supported; "
+                                 f"choose one of {', '.join(allowed)}")
+        if cfg.max_lost_frames < 0 or cfg.min_hits_to_confirm < 1:
             raise ValueError("tracker.flow.max_lost_frames must be >= 0 and min_hits_to_confirm >= 1")
+        if not 0.0 <= cfg.box_flow_weight < 1.0:
+            raise ValueError(f"tracker.flow.box_flow_weight must be in [0, 1), got {cfg.box_flow_weight}")
+        for f in dataclasses.fields(cfg):
+            setattr(self, f.name, getattr(cfg, f.name))
         self.skeleton = skeleton
         self.sigmas = skeleton.sigmas
-        self.flow = KeypointFlow(flow_method, downscale=flow_downscale, window_px=flow_window_px,
-                                 pyramid_levels=flow_pyramid_levels, fb_max_error_px=flow_fb_max_error_px)
-        self.match = get_matcher(matcher)
-        self.flow_min_keypoint_score = flow_min_keypoint_score
-        self.unreliable_score_factor = unreliable_score_factor
-        self.box_enlarge_ratio = box_enlarge_ratio
-        self.propagated_box = propagated_box
-        self.propagated_score_decay = propagated_score_decay
-        self.min_propagated_pose_score = min_propagated_pose_score
-        self.match_oks_threshold = match_oks_threshold
-        self.oks_keypoint_score_threshold = oks_keypoint_score_threshold
-        self.pose_nms_oks_threshold = pose_nms_oks_threshold
-        self.fallback_iou_threshold = fallback_iou_threshold
-        self.lost_scale_growth_per_frame = lost_scale_growth_per_frame
-        self.new_track_min_score = new_track_min_score
-        self.min_hits_to_confirm = min_hits_to_confirm
-        self.max_lost_frames = max_lost_frames
-        self.lost_track_motion = lost_track_motion
-        self.min_reliable_joint_fraction = min_reliable_joint_fraction
-        self.kalman_process_noise_px = kalman_process_noise_px
-        self.kalman_measurement_noise_px = kalman_measurement_noise_px
-        self.smoothing = smoothing
-        self.one_euro = (one_euro_min_cutoff_hz, one_euro_beta, one_euro_derivative_cutoff_hz)
-        self.smoothing_default_fps = smoothing_default_fps
+        self.flow = KeypointFlow(cfg.flow_method, downscale=cfg.flow_downscale, window_px=cfg.flow_window_px,
+                                 pyramid_levels=cfg.flow_pyramid_levels, fb_max_error_px=cfg.flow_fb_max_error_px)
+        self.match = get_matcher(cfg.matcher)
+        self.one_euro = (cfg.one_euro_min_cutoff_hz, cfg.one_euro_beta, cfg.one_euro_derivative_cutoff_hz)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -404,6 +377,8 @@ class FlowTracker:
         report = sorted((i, t) for i, t in assigned.items() if t.state == TRACKED and t.matched)
         rows = np.array([i for i, _ in report], dtype=np.int64)
         reported = poses.select(rows) if len(rows) else Poses.empty(self.num_keypoints)
+        if len(rows):  # the tracker's box (see box_flow_weight), not only the box the pose was estimated in
+            reported.boxes_xyxy = np.stack([t.box_xyxy for _, t in report]).astype(np.float32)
         if len(rows) and self.smoothing != "none":
             reported.keypoints = np.stack([self._smooth(t, poses.keypoints[i]) for i, t in report])
         info = {
@@ -418,6 +393,11 @@ class FlowTracker:
         track.keypoints = poses.keypoints[index].copy()
         track.keypoint_scores = poses.keypoint_scores[index].copy()
         track.box_xyxy = poses.boxes_xyxy[index].copy()
+        if from_detector and track.frames_lost == 0:
+            # The flow-propagated box already follows the person's motion, so averaging it in damps the detector's
+            # frame-to-frame box jitter without the lag a constant-velocity filter would add.
+            w = self.box_flow_weight
+            track.box_xyxy = ((1.0 - w) * track.box_xyxy + w * track.pred_box).astype(np.float32)
         track.box_score = float(poses.box_scores[index])
         track.frames_lost = 0
         track.kf.update(_center(track.box_xyxy))
