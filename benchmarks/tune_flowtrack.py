@@ -10,11 +10,15 @@ so a margin >= 0 means every target is met at every size. Metrics are also compu
 
     # one-step sensitivity of the current defaults (each field below moved one grid step either way)
     python benchmarks/tune_flowtrack.py --out benchmarks/results/flowtrack_sensitivity.md
-    # how the defaults were found: random search, then coordinate ascent from the best candidate
+    # a search: random grid points, then coordinate ascent from the best one
     python benchmarks/tune_flowtrack.py --random 160 --climb 8 --out /tmp/flowtrack_search.md
 
-Detections and the Ultralytics runs come from benchmarks/compare_trackers.py's cache (made when absent, which on
-a 2-core CPU takes about 40 minutes for the three sizes). Candidates run in `--workers` processes.
+The current defaults came from such a search: 200 random points on a narrower grid, then six rounds of coordinate
+ascent on this grid. That search and the scoring used the whole video, so the split-half table is the only check
+of how well the choice carries over.
+
+Detections and the Ultralytics runs come from benchmarks/compare_trackers.py's cache (made when absent; on a 2-core CPU
+that takes tens of minutes per size). Candidates run in `--workers` processes.
 """
 from __future__ import annotations
 

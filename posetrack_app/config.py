@@ -105,8 +105,8 @@ class FlowTrackConfig:
     benchmarks/results/compare_trackers_pets09.md). The association and life-cycle values below were chosen together
     by a search for the largest margin over ByteTrack / BoT-SORT at all three sizes (benchmarks/tune_flowtrack.py);
     the effect of moving each one a step is in benchmarks/results/flowtrack_sensitivity.md, and the figures quoted
-    here are MOTA / IDF1 / ID switches at 960 and 1280 from there (chosen values: 64.3 / 57.6 / 28 and
-    90.3 / 79.8 / 17). Tuned and scored on the same sequence: see that file for a split-half check."""
+    here are MOTA / IDF1 / ID switches at 960 and 1280 from there (chosen values: 64.9 / 60.7 / 30 and
+    90.5 / 85.2 / 12). Tuned and scored on the same sequence: see that file for a split-half check."""
 
     # -- optical flow (tracking/flow.py) --
     # "lk" (sparse pyramidal Lucas-Kanade at the joints), "dis" or "farneback" (dense, sampled at the joints).
@@ -118,14 +118,14 @@ class FlowTrackConfig:
     # Lucas-Kanade window side (pixels of the downscaled frame) and extra pyramid levels.
     flow_window_px: int = 11
     flow_pyramid_levels: int = 2
-    # Forward-backward error (full-resolution pixels) above which a joint's flow is unreliable. 0.75: 65.6 / 62.4 /
-    # 24 and 89.3 / 78.2 / 24 (more switches at 1280); 0.3: 63.9 / 62.0 / 28 and 90.2 / 91.4 / 10 (640 MOTA -0.5).
+    # Forward-backward error (full-resolution pixels) above which a joint's flow is unreliable. 0.75: 66.0 / 61.7 /
+    # 31 and 89.2 / 76.7 / 25 (more switches at 1280); 0.3: 63.8 / 57.6 / 35 and 90.3 / 90.4 / 5 (640 MOTA -0.5).
     flow_fb_max_error_px: float = 0.5
     # Joints scored below this are not flowed; they follow their person's median motion.
     flow_min_keypoint_score: float = 0.2
     # An unreliable joint follows its person's median motion and its score is multiplied by this, so a person whose
-    # joints flow cannot follow (an occluder in front) stops being carried soon. 0.2: 64.6 / 53.0 / 44 and
-    # 89.3 / 68.4 / 30; 0.4: 65.0 / 56.6 / 25 and 89.6 / 73.0 / 18.
+    # joints flow cannot follow (an occluder in front) stops being carried soon. 0.2: 64.6 / 54.2 / 44 and
+    # 89.3 / 65.4 / 34; 0.4: 65.3 / 58.1 / 28 and 89.8 / 79.5 / 20.
     unreliable_score_factor: float = 0.3
     # -- propagated boxes (propose) --
     # Propagated box = extent of the propagated joints scoring above flow_min_keypoint_score, each side grown by
@@ -136,48 +136,48 @@ class FlowTrackConfig:
     # "shift" MOTA 60.6 / IDF1 52.7 vs "joints" 57.8 / 51.1 (YOLO's joint extent misses head top and feet).
     propagated_box: str = "shift"
     # Joint and box scores of a pose carried by flow alone are multiplied by this per frame without a detection.
-    # 0.95: 63.8 / 58.9 / 30 and 89.8 / 77.7 / 18.
+    # 0.95: 64.4 / 65.7 / 35 and 90.0 / 83.6 / 12.
     propagated_score_decay: float = 0.97
     # A pose that exists only because its box was propagated ends its track's run when its pose score (mean
     # keypoint score) falls below this. With decay 0.97, YOLO's pose scores (~0.77) and reliable flow this carries
-    # a person up to ~35 frames; unreliable joints end it sooner. 0.2: 66.0 / 62.5 / 20 and 89.6 / 76.8 / 20;
-    # 0.3: 63.8 / 58.1 / 30 and 90.0 / 84.5 / 18.
+    # a person up to ~35 frames; unreliable joints end it sooner. 0.2: 66.8 / 63.6 / 24 and 89.4 / 77.6 / 29;
+    # 0.3: 64.9 / 65.8 / 26 and 90.0 / 85.3 / 20 (640 IDF1 20.9, under BoT-SORT's 16.0 + 5).
     min_propagated_pose_score: float = 0.25
     # -- association (update) --
     # "greedy" (highest OKS pair first, as FlowTrack) or "hungarian".
     matcher: str = "greedy"
     # Minimum OKS between a pose and a track's flow-warped pose to continue the track. Low because YOLO's joints
-    # of 30-px-wide pedestrians jitter by several pixels. 0.1: 64.2 / 57.4 / 33 and 90.3 / 78.6 / 16; 0.03:
-    # 64.3 / 56.8 / 30 and 90.3 / 83.2 / 15 (with the older defaults, 0.3 and 0.4 cost 7 and 13 IDF1 at 960).
+    # of 30-px-wide pedestrians jitter by several pixels. 0.1: 64.4 / 56.8 / 36 and 90.4 / 80.7 / 15; 0.03:
+    # 65.4 / 60.4 / 30 and 90.5 / 84.1 / 11 (with the older defaults, 0.3 and 0.4 cost 7 and 13 IDF1 at 960).
     match_oks_threshold: float = 0.05
     # Joints scored at or below this are left out of OKS.
     oks_keypoint_score_threshold: float = 0.2
-    # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped.
-    pose_nms_oks_threshold: float = 0.7
+    # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. 0.7: no change at
+    # 960, 90.3 / 82.4 / 16 at 1280.
+    pose_nms_oks_threshold: float = 0.6
     # Detector-backed poses that OKS left unmatched continue a still-free track when the IoU of their box with
     # the track's propagated box is at least this (1.0 = off). No measurable effect on PETS09 (identical
-    # scores at 0.5 and off; 0.3 gives IDF1 +1.7 at 960, +0.7 at 1280); kept as a guard against a second track
-    # on a person that propagation carries.
+    # scores at 0.3, 0.5 and off); kept as a guard against a second track on a person that propagation carries.
     fallback_iou_threshold: float = 0.5
     # A lost track's OKS scale (sqrt of its area) grows by this fraction per lost frame: the longer a person
-    # is hidden, the less sure the tracker is where they are. 0.05: 64.7 / 53.8 / 32 and 90.3 / 78.7 / 17;
-    # 0.15: 65.0 / 60.7 / 30 and 90.3 / 82.5 / 16.
-    lost_scale_growth_per_frame: float = 0.1
+    # is hidden, the less sure the tracker is where they are. 0.1: 64.3 / 57.6 / 28 and 90.4 / 81.9 / 13;
+    # 0.2: 64.9 / 56.5 / 32 and 90.1 / 79.3 / 16.
+    lost_scale_growth_per_frame: float = 0.15
     # -- track life cycle --
     # Detector-backed poses below this box score never start a track (they may still continue one). Small, far
-    # people score 0.3-0.5 at every detector size. 0.35: 63.5 / 60.7 / 28 and 90.3 / 79.8 / 17, and 640 MOTA
-    # 12.8 vs 13.4.
+    # people score 0.3-0.5 at every detector size. 0.35: 64.1 / 60.5 / 30 and no change at 1280, and
+    # 640 MOTA 12.8 vs 13.4.
     new_track_min_score: float = 0.3
-    # Detector-backed matches a tentative track needs before it is reported (1 = at once). 2: 63.9 / 57.5 / 29 and
-    # 90.6 / 79.9 / 18, 640 MOTA 13.1 vs 13.4.
+    # Detector-backed matches a tentative track needs before it is reported (1 = at once). 2: 64.7 / 60.4 / 31 and
+    # 90.8 / 86.0 / 12, 640 MOTA 13.1 vs 13.4.
     min_hits_to_confirm: int = 1
     # The box of a detector-backed match is this much the track's flow-propagated box and the rest the detector's
-    # box (0 = the detector's box): less box jitter, no lag. 0.0: 63.7 / 55.2 / 30 and 89.4 / 82.6 / 16;
-    # 0.2: 64.2 / 57.5 / 28 and 90.0 / 80.8 / 18; 0.4: 64.4 / 57.6 / 31 and 90.1 / 79.7 / 20.
+    # box (0 = the detector's box): less box jitter, no lag. 0.0: 64.6 / 63.1 / 32 and 89.5 / 84.8 / 12
+    # (1280 FP 253 vs 230); 0.2: 65.1 / 63.2 / 31 and 90.2 / 85.1 / 12; 0.4: 65.0 / 60.3 / 35 and 90.3 / 85.1 / 15.
     box_flow_weight: float = 0.3
     # Frames a lost track is propagated and kept so its id can come back. PETS09 (7 fps, people hidden behind
-    # the lamp post and each other for several seconds): 40: 64.2 / 55.1 / 30; 80: no change at 960, 19 switches
-    # at 1280.
+    # the lamp post and each other for several seconds): 40: 64.8 / 58.1 / 31 and 90.5 / 84.5 / 10;
+    # 80: 64.9 / 64.6 / 34 and 90.4 / 85.1 / 14.
     max_lost_frames: int = 60
     # How a lost track moves: "flow_or_kalman" (flow where enough joints are reliable, else the Kalman filter),
     # "kalman" (constant-velocity Kalman filter on the box centre) or "flow". Flow at a hidden person's last
@@ -206,8 +206,8 @@ class TrackerConfig:
     flow: FlowTrackConfig = field(default_factory=FlowTrackConfig)
     # Pipeline box merge: a propagated box whose IoU with a higher-scoring box is above this is a duplicate.
     # PETS09 with FlowTrack (MOTA / IDF1 / ID switches at 960 and 1280, benchmarks/results/flowtrack_sensitivity.md):
-    # 0.7 64.3 / 57.6 / 28 and 90.3 / 79.8 / 17; 0.6 64.0 / 56.1 / 31 and 90.3 / 81.8 / 13; 0.8 63.8 / 56.8 / 30
-    # and 89.9 / 71.5 / 19.
+    # 0.7 64.9 / 60.7 / 30 and 90.5 / 85.2 / 12; 0.6 64.7 / 60.0 / 32 and 90.3 / 85.1 / 12; 0.8 64.5 / 61.9 / 32
+    # and 90.0 / 72.4 / 16.
     box_merge_iou_threshold: float = 0.7
 
 
