@@ -14,7 +14,7 @@ so a margin >= 0 means every target is met at every size. Metrics are also compu
     python benchmarks/tune_flowtrack.py --random 160 --climb 8 --out /tmp/flowtrack_search.md
 
 The current defaults came from such a search: 200 random points on a narrower grid, then six rounds of coordinate
-ascent on this grid. That search and the scoring used the whole video, so the split-half table is the only check
+ascent on this grid, then `--random 40 --climb 2 --seed 1` from the defaults that gave (two more steps). That search and the scoring used the whole video, so the split-half table is the only check
 of how well the choice carries over.
 
 Detections and the Ultralytics runs come from benchmarks/compare_trackers.py's cache (made when absent; on a 2-core CPU
