@@ -234,9 +234,9 @@ class _Progress:
     def __init__(self, enabled: bool, num_sequences: int, num_frames: int):
         self.bars = None
         if enabled:
-            from tqdm import tqdm
-            self.bars = (tqdm(total=num_sequences, desc="sequences", unit="seq", position=0),
-                         tqdm(total=num_frames, desc="frames", unit="frame", position=1))
+            from .progress import progress_bar
+            self.bars = (progress_bar(total=num_sequences, desc="sequences", unit="seq", position=0),
+                         progress_bar(total=num_frames, desc="frames", unit="frame", position=1))
 
     def frames(self, n: int = 1) -> None:
         if self.bars:

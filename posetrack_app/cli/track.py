@@ -77,8 +77,8 @@ def run(args) -> int:
         total = min(total, args.max_frames)
     progress = None
     if not args.no_progress:
-        from tqdm import tqdm
-        progress = tqdm(total=total, unit="frame", desc=source.name[-40:], file=sys.stderr, dynamic_ncols=True)
+        from ..progress import progress_bar
+        progress = progress_bar(total=total, unit="frame", desc=source.name[-40:])
 
     def on_frame(frame, tracks):
         if progress is not None:
