@@ -157,7 +157,7 @@ def test_errors_are_user_errors():
     ({"final_layer.weight": torch.zeros(17, 48, 1, 1), "transition1.0.0.weight": torch.zeros(48, 256, 3, 3)},
      "HRNet-W48 with 17 keypoints"),
     ({"final_layer.weight": torch.zeros(17, 256, 1, 1), "deconv_layers.0.weight": torch.zeros(1)},
-     "a non-HRNet pose network with 17 keypoints"),
+     "a pose network with 17 keypoints of no known family"),
     ({"fc.weight": torch.zeros(1000, 2048)}, "not a pose network checkpoint"),
 ])
 def test_describe_state_dict(keys, expected):

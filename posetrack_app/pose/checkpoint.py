@@ -2,13 +2,15 @@
 
 Accepted layouts: a bare state_dict; {'state_dict': state_dict} (training snapshots); keys prefixed with
 `module.` (saved from nn.DataParallel). Anything that does not fit the model exactly is an error listing
-missing keys, unexpected keys and shape mismatches (a few of each, with counts) and saying which HRNet variant
-and keypoint count the file looks like. Files are read with torch.load(weights_only=True): no code runs.
+missing keys, unexpected keys and shape mismatches (a few of each, with counts) and saying which model
+(HRNet width, SimpleBaseline ResNet depth, Hourglass stacks) and keypoint count the file looks like. Files are read with torch.load(weights_only=True): no code runs.
 
-Shape glossary: K keypoints (heatmap channels, the rows of final_layer.weight).
+Shape glossary: K keypoints (heatmap channels, the rows of final_layer.weight, or of score.0.weight for the
+Hourglass).
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import pickle
@@ -93,22 +95,56 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict(data)
 
 
-def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """What the file looks like, from its shapes: 'HRNet-W32 with 17 keypoints', or a plain statement that it
-    is not an HRNet pose checkpoint."""
+# Bottlenecks per ResNet stage (layer1..layer4) -> depth, for SimpleBaseline checkpoints.
+_RESNET_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+
+def _count_indexed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of distinct integer indices i in keys 'prefix.i.*'."""
+    indices = {key[len(prefix) + 1:].split(".", 1)[0] for key in state_dict if key.startswith(prefix + ".")}
+    return len({i for i in indices if i.isdigit()})
+
+
+def _identify(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Optional[str]]:
+    """(what the weights look like, the pose.model name pattern that fits them or None), from keys and shapes."""
     final = state_dict.get("final_layer.weight")
     num_keypoints = int(final.shape[0]) if final is not None and final.ndim == 4 else None
-    # The width of the highest-resolution branch: transition1.0 re-widths stage 1's 256 channels to it.
+    kp = f"{num_keypoints} keypoints" if num_keypoints is not None else "no final_layer (a backbone only)"
+    # HRNet: the width of the highest-resolution branch; transition1.0 re-widths stage 1's 256 channels to it.
     branch0 = state_dict.get("transition1.0.0.weight")
     if branch0 is None:
         branch0 = state_dict.get("stage2.0.branches.0.0.conv1.weight")
     if branch0 is not None and branch0.ndim == 4:
         width = int(branch0.shape[0])
-        kp = f"{num_keypoints} keypoints" if num_keypoints is not None else "no final_layer (a backbone only)"
-        return f"HRNet-W{width} with {kp}"
+        return f"HRNet-W{width} with {kp}", f"hrnet_w{width}_*"
+    if "deconv_layers.0.weight" in state_dict and "layer1.0.conv1.weight" in state_dict:
+        blocks = tuple(_count_indexed(state_dict, f"layer{i}") for i in range(1, 5))
+        depth = _RESNET_DEPTHS.get(blocks)
+        if depth is None:
+            return f"SimpleBaseline on a ResNet with {blocks} bottlenecks per stage, {kp}", None
+        return f"SimpleBaseline ResNet-{depth} with {kp}", f"simple_baseline_r{depth}_*"
+    score = state_dict.get("score.0.weight")
+    if score is not None and score.ndim == 4:
+        stacks = _count_indexed(state_dict, "score")
+        return (f"Stacked Hourglass with {stacks} stacks and {int(score.shape[0])} keypoints",
+                f"hourglass_{stacks}s_*")
     if num_keypoints is not None:
-        return f"a non-HRNet pose network with {num_keypoints} keypoints (no HRNet transition layers)"
-    return "not a pose network checkpoint (no final_layer.weight, no HRNet layers)"
+        return f"a pose network with {num_keypoints} keypoints of no known family", None
+    return "not a pose network checkpoint (no final_layer, no HRNet, SimpleBaseline or Hourglass layers)", None
+
+
+def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What the file looks like, from its shapes: 'HRNet-W32 with 17 keypoints', 'SimpleBaseline ResNet-50 with
+    17 keypoints', 'Stacked Hourglass with 8 stacks and 16 keypoints', or a plain statement that it is none."""
+    return _identify(state_dict)[0]
+
+
+def _num_keypoints(state_dict: Mapping[str, torch.Tensor]) -> Optional[int]:
+    for key in ("final_layer.weight", "score.0.weight"):
+        weight = state_dict.get(key)
+        if weight is not None and weight.ndim == 4:
+            return int(weight.shape[0])
+    return None
 
 
 def _listing(items: List[str]) -> str:
@@ -138,19 +174,17 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model_state = model.state_dict()
     missing, unexpected, mismatched = compare_state_dicts(state_dict, model_state)
     if missing or unexpected or mismatched:
-        looks_like = describe_state_dict(state_dict)
+        looks_like, fitting_models = _identify(state_dict)
         expected = describe_state_dict(model_state)
         parts = [f"{source} does not fit pose model {model_name} ({expected}): the file looks like {looks_like}."]
-        file_k = state_dict.get("final_layer.weight")
-        model_k = model_state.get("final_layer.weight")
-        if file_k is not None and model_k is not None and file_k.shape[0] != model_k.shape[0]:
+        file_k, model_k = _num_keypoints(state_dict), _num_keypoints(model_state)
+        if file_k is not None and model_k is not None and file_k != model_k:
             parts.append(
-                f"It predicts {file_k.shape[0]} keypoints, the config expects {model_k.shape[0]}: use a checkpoint "
-                f"trained for the configured layout (pose.keypoints) or a layout with {file_k.shape[0]} keypoints."
+                f"It predicts {file_k} keypoints, the config expects {model_k}: use a checkpoint "
+                f"trained for the configured layout (pose.keypoints) or a layout with {file_k} keypoints."
             )
-        if looks_like.split(" ")[0] != expected.split(" ")[0] and looks_like.startswith("HRNet"):
-            width = looks_like.split(" ")[0].split("-W")[-1]
-            parts.append(f"Set pose.model to an hrnet_w{width}_* model, or pass the matching weights.")
+        if fitting_models is not None and not fnmatch.fnmatch(model_name, fitting_models):
+            parts.append(f"Set pose.model to a {fitting_models} model, or pass the matching weights.")
         if missing:
             parts.append(f"{len(missing)} missing keys ({_listing(missing)}).")
         if unexpected:
