@@ -14,8 +14,9 @@ so a margin >= 0 means every target is met at every size. Metrics are also compu
     python benchmarks/tune_flowtrack.py --random 160 --climb 8 --out /tmp/flowtrack_search.md
 
 The current defaults came from such a search: 200 random points on a narrower grid, then six rounds of coordinate
-ascent on this grid, then `--random 40 --climb 2 --seed 1` from the defaults that gave (two more steps). That search and the scoring used the whole video, so the split-half table is the only check
-of how well the choice carries over.
+ascent on this grid, then `--random 40 --climb 2 --seed 1` from the defaults that gave (two more steps). That
+search and the scoring used the whole video, so the split-half table is the only check of how well the choice
+carries over.
 
 Detections and the Ultralytics runs come from benchmarks/compare_trackers.py's cache (made when absent; on a 2-core CPU
 that takes tens of minutes per size). Candidates run in `--workers` processes.
@@ -66,11 +67,16 @@ def _key(name: str) -> str:
     return name if name.startswith("tracker.") else f"tracker.flow.{name}"
 
 
-def _default(name: str):
-    node = to_dict(load_config(None, []))
-    for part in _key(name).split("."):
-        node = node[part]
-    return node
+def _defaults() -> dict:
+    """{GRID field: its current default}."""
+    config = to_dict(load_config(None, []))
+    out = {}
+    for name in GRID:
+        node = config
+        for part in _key(name).split("."):
+            node = node[part]
+        out[name] = node
+    return out
 
 
 def _scores(pred) -> dict:
@@ -118,8 +124,13 @@ def _label(candidate: dict, reference: dict) -> str:
     return " ".join(changed) if changed else "(reference)"
 
 
+def _cell(part_scores) -> str:
+    """'MOTA / IDF1 / ID switches' of one part's scores."""
+    return f"{part_scores[0]:.1f} / {part_scores[1]:.1f} / {part_scores[2]}"
+
+
 def _row(label: str, scores: dict, baselines: dict) -> str:
-    cells = [f"{s[0]:.1f} / {s[1]:.1f} / {s[2]}" for s in (scores[size]["full"] for size in scores)]
+    cells = [_cell(scores[size]["full"]) for size in scores]
     return f"| {label} | " + " | ".join(cells) + f" | {margin(scores, baselines):+.2f} |"
 
 
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("posetrack_app.pipeline").setLevel(logging.ERROR)
 
-    start = {name: _default(name) for name in GRID}
+    start = _defaults()
     for item in args.overrides:
         name, _, value = item.partition("=")
         if name not in GRID:
@@ -198,7 +209,7 @@ def main(argv=None) -> int:
     for part in PARTS:
         for size in sizes:
             cells = [best_scores[size][part]] + [baselines[size][name][part] for name in BASELINES]
-            row = " | ".join(f"{c[0]:.1f} / {c[1]:.1f} / {c[2]}" for c in cells)
+            row = " | ".join(_cell(c) for c in cells)
             lines.append(f"| {part} | {size} | {row} |")
     lines += ["", "## One-step sensitivity around the reference configuration", "",
               "| changed field | " + " | ".join(str(s) for s in sizes) + " | margin |",
@@ -208,8 +219,7 @@ def main(argv=None) -> int:
     lines += ["", "Ultralytics at the same sizes:", ""]
     for size in sizes:
         for name in BASELINES:
-            s = baselines[size][name]["full"]
-            lines.append(f"- {size} {name}: {s[0]:.1f} / {s[1]:.1f} / {s[2]}")
+            lines.append(f"- {size} {name}: {_cell(baselines[size][name]['full'])}")
     lines.insert(0, f"# FlowTracker tuning on PETS09-S2L1 ({len(tried)} configurations run)\n")
     text = "\n".join(lines) + "\n"
     print(text)

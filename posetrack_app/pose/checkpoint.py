@@ -3,7 +3,8 @@
 Accepted layouts: a bare state_dict; {'state_dict': state_dict} (training snapshots); keys prefixed with
 `module.` (saved from nn.DataParallel). Anything that does not fit the model exactly is an error listing
 missing keys, unexpected keys and shape mismatches (a few of each, with counts) and saying which model
-(HRNet width, SimpleBaseline ResNet depth, Hourglass stacks) and keypoint count the file looks like. Files are read with torch.load(weights_only=True): no code runs.
+(HRNet width, SimpleBaseline ResNet depth, Hourglass stacks) and keypoint count the file looks like. Files are
+read with torch.load(weights_only=True): no code runs.
 
 Shape glossary: K keypoints (heatmap channels, the rows of final_layer.weight, or of score.0.weight for the
 Hourglass).
@@ -105,10 +106,18 @@ def _count_indexed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({i for i in indices if i.isdigit()})
 
 
+def _num_keypoints(state_dict: Mapping[str, torch.Tensor]) -> Optional[int]:
+    """K: rows of the heatmap head (final_layer, or the Hourglass's first score layer); None without one."""
+    for key in ("final_layer.weight", "score.0.weight"):
+        weight = state_dict.get(key)
+        if weight is not None and weight.ndim == 4:
+            return int(weight.shape[0])
+    return None
+
+
 def _identify(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Optional[str]]:
     """(what the weights look like, the pose.model name pattern that fits them or None), from keys and shapes."""
-    final = state_dict.get("final_layer.weight")
-    num_keypoints = int(final.shape[0]) if final is not None and final.ndim == 4 else None
+    num_keypoints = _num_keypoints(state_dict)
     kp = f"{num_keypoints} keypoints" if num_keypoints is not None else "no final_layer (a backbone only)"
     # HRNet: the width of the highest-resolution branch; transition1.0 re-widths stage 1's 256 channels to it.
     branch0 = state_dict.get("transition1.0.0.weight")
@@ -123,11 +132,9 @@ def _identify(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Optional[str
         if depth is None:
             return f"SimpleBaseline on a ResNet with {blocks} bottlenecks per stage, {kp}", None
         return f"SimpleBaseline ResNet-{depth} with {kp}", f"simple_baseline_r{depth}_*"
-    score = state_dict.get("score.0.weight")
-    if score is not None and score.ndim == 4:
+    if getattr(state_dict.get("score.0.weight"), "ndim", 0) == 4:
         stacks = _count_indexed(state_dict, "score")
-        return (f"Stacked Hourglass with {stacks} stacks and {int(score.shape[0])} keypoints",
-                f"hourglass_{stacks}s_*")
+        return f"Stacked Hourglass with {stacks} stacks and {kp}", f"hourglass_{stacks}s_*"
     if num_keypoints is not None:
         return f"a pose network with {num_keypoints} keypoints of no known family", None
     return "not a pose network checkpoint (no final_layer, no HRNet, SimpleBaseline or Hourglass layers)", None
@@ -137,14 +144,6 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     """What the file looks like, from its shapes: 'HRNet-W32 with 17 keypoints', 'SimpleBaseline ResNet-50 with
     17 keypoints', 'Stacked Hourglass with 8 stacks and 16 keypoints', or a plain statement that it is none."""
     return _identify(state_dict)[0]
-
-
-def _num_keypoints(state_dict: Mapping[str, torch.Tensor]) -> Optional[int]:
-    for key in ("final_layer.weight", "score.0.weight"):
-        weight = state_dict.get(key)
-        if weight is not None and weight.ndim == 4:
-            return int(weight.shape[0])
-    return None
 
 
 def _listing(items: List[str]) -> str:

@@ -219,7 +219,8 @@ class FlowTracker:
         flowed_masks, starts = [], []
         for track in self._tracks:
             uses_flow = track.state != LOST or self.lost_track_motion != "kalman"
-            mask = (track.keypoint_scores > self.flow_min_keypoint_score) if uses_flow else np.zeros(self.num_keypoints, bool)
+            mask = (track.keypoint_scores > self.flow_min_keypoint_score if uses_flow
+                    else np.zeros(self.num_keypoints, bool))
             flowed_masks.append(mask)
             starts.append(track.keypoints[mask])
         points = np.concatenate(starts) if starts else np.zeros((0, 2), np.float32)
