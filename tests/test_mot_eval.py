@@ -87,3 +87,16 @@ def test_table_format():
     table = format_mot_table({"x": result}, {"x": {"FPS": "3.0"}})
     assert table.splitlines()[0].startswith("|  | MOTA | IDF1 | IDSW | FN | FP")
     assert table.splitlines()[2].startswith("| x | 0.0 |") and "| 3.0 |" in table
+
+
+def test_max_frames_scores_only_the_first_frames(tmp_path, capsys):
+    gt = tmp_path / "gt.txt"
+    gt.write_text(GT)
+    pred = tmp_path / "pred.txt"
+    pred.write_text("1,1,10,10,20,40\n1,2,100,10,20,40\n")  # a run stopped after frame 1
+    result = evaluate_mot(parse_mot_text(GT, "gt"), load_mot_file(pred), max_frames=1)
+    assert result.num_frames == 1 and result.mota == 1.0 and result.false_negatives == 0
+    assert main(["eval-mot", str(gt), str(pred), "--max-frames", "1"]) == 0
+    assert "| 100.0 |" in capsys.readouterr().out
+    assert main(["eval-mot", str(gt), str(pred), "--max-frames", "0"]) == 2
+    assert "--max-frames must be >= 1" in capsys.readouterr().err

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou-threshold", type=float, default=0.5, help="minimum IoU of a match (default 0.5)")
     parser.add_argument("--gt-min-confidence", type=float, default=1.0,
                         help="ground-truth rows with a lower conf column are non-targets (default 1; 0 scores all)")
+    parser.add_argument("--max-frames", type=int, metavar="N",
+                        help="score frames 1..N only (for a run stopped early with `track --max-frames N`)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
 
 
@@ -24,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.iou_threshold <= 1.0:
         raise UserError(f"--iou-threshold must be in (0, 1], got {args.iou_threshold}")
-    result = evaluate_mot_files(args.gt, args.pred, args.iou_threshold, args.gt_min_confidence)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
+    result = evaluate_mot_files(args.gt, args.pred, args.iou_threshold, args.gt_min_confidence, args.max_frames)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return 0

