@@ -83,3 +83,62 @@ def test_config_is_frozen_and_replace_makes_a_copy():
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
 def test_every_preset_loads(preset):
     load_config(str(CONFIG_DIR / preset))
+
+
+def _numeric_fields(cls, prefix=""):
+    """(dotted key, dataclass field) for every int/float field of the config tree."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _numeric_fields(hints[f.name], key + ".")
+        elif hints[f.name] in (int, float):
+            yield key, f
+
+
+NUMERIC_FIELDS = list(_numeric_fields(AppConfig))
+
+
+def test_every_numeric_field_declares_its_range():
+    assert len(NUMERIC_FIELDS) > 30
+    missing = [key for key, f in NUMERIC_FIELDS if "range" not in f.metadata]
+    assert not missing, f"config fields without a declared range: {missing}"
+
+
+def _outside_values(valid, is_int):
+    """Values just outside each bounded end of the range."""
+    step = 1 if is_int else 1e-3
+    values = []
+    if valid.lo is not None:
+        values.append(valid.lo if valid.lo_open else valid.lo - step)
+    if valid.hi is not None:
+        values.append(valid.hi if valid.hi_open else valid.hi + step)
+    return values
+
+
+OUT_OF_RANGE = [(key, value) for key, f in NUMERIC_FIELDS if "range" in f.metadata
+                for value in _outside_values(f.metadata["range"], f.type in (int, "int"))]
+
+
+@pytest.mark.parametrize("key, value", OUT_OF_RANGE)
+def test_out_of_range_values_exit_2_naming_the_range(key, value, capsys):
+    from posetrack_app.cli import main
+
+    valid = dict(NUMERIC_FIELDS)[key].metadata["range"]
+    assert main(["track", "no_such_video.mp4", "--set", f"{key}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"config key {key} must be in {valid}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key, value", [(key, f.default) for key, f in NUMERIC_FIELDS])
+def test_defaults_lie_inside_their_ranges(key, value):
+    load_config(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("text, message", [("nan", "expects float"), (".nan", "must be in"), (".inf", "must be in"),
+                                           ("-.inf", "must be in")])
+def test_nan_and_inf_are_rejected(text, message):
+    with pytest.raises(ConfigError, match=f"detector.score_threshold {message}"):
+        load_config(None, [f"detector.score_threshold={text}"])

@@ -280,5 +280,7 @@ def test_box_flow_weight_damps_detector_box_jitter_of_a_walking_person(box_flow_
 
 @pytest.mark.parametrize("weight", [-0.1, 1.0])
 def test_box_flow_weight_out_of_range_is_rejected(weight):
-    with pytest.raises(ValueError, match="box_flow_weight"):
+    from posetrack_app.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"box_flow_weight must be in \[0, 1\)"):
         _tracker(box_flow_weight=weight)

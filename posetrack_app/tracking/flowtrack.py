@@ -166,10 +166,6 @@ class FlowTracker:
             if getattr(cfg, name) not in allowed:
                 raise ValueError(f"tracker.flow.{name}={getattr(cfg, name)!r} is not supported; "
                                  f"choose one of {', '.join(allowed)}")
-        if cfg.max_lost_frames < 0 or cfg.min_hits_to_confirm < 1:
-            raise ValueError("tracker.flow.max_lost_frames must be >= 0 and min_hits_to_confirm >= 1")
-        if not 0.0 <= cfg.box_flow_weight < 1.0:
-            raise ValueError(f"tracker.flow.box_flow_weight must be in [0, 1), got {cfg.box_flow_weight}")
         for f in dataclasses.fields(cfg):
             setattr(self, f.name, getattr(cfg, f.name))
         self.skeleton = skeleton
