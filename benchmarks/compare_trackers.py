@@ -32,7 +32,8 @@ from posetrack_app.config import load_config, replace, to_dict  # noqa: E402
 from posetrack_app.evaluation.mot import evaluate_mot, format_mot_table, load_mot_file  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
 from posetrack_app.ops.boxes import xyxy_to_xywh  # noqa: E402
-from posetrack_app.pipeline import Pipeline, build_detector, build_pose_stage, build_tracker  # noqa: E402
+from posetrack_app.build import build_detector, build_pose_stage, build_tracker  # noqa: E402
+from posetrack_app.pipeline import Pipeline  # noqa: E402
 from posetrack_app.structures import Detections, Frame  # noqa: E402
 
 log = logging.getLogger("compare_trackers")
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the table (.md) and the numbers (.json beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("posetrack_app.pipeline").setLevel(logging.ERROR)  # the no-HRNet notice, once per run
+    logging.getLogger("posetrack_app.build").setLevel(logging.ERROR)  # the no-HRNet notice, once per run
 
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

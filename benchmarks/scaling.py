@@ -30,7 +30,7 @@ from posetrack_app import bench  # noqa: E402
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
 from posetrack_app.io.sources import open_video_file  # noqa: E402
-from posetrack_app.pipeline import build_pipeline, build_tracker  # noqa: E402
+from posetrack_app.build import build_pipeline, build_tracker  # noqa: E402
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses  # noqa: E402
 from posetrack_app.timing import StageTimer, stats_from_ms  # noqa: E402
 

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compare_trackers import DATA, FPS_REAL, cache_detections, read_frames  # noqa: E402
 from posetrack_app.config import load_config, replace  # noqa: E402
-from posetrack_app.pipeline import build_pose_stage, build_tracker, merge_detections  # noqa: E402
+from posetrack_app.build import build_pose_stage, build_tracker  # noqa: E402
+from posetrack_app.pipeline import merge_detections  # noqa: E402
 from posetrack_app.structures import Frame  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="passes over the video (medians over all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("posetrack_app.pipeline").setLevel(logging.ERROR)
+    logging.getLogger("posetrack_app.build").setLevel(logging.ERROR)
 
     cfg = load_config(None, ["pose.model=detector", "tracker.kind=flowtrack", *args.overrides])
     cfg = replace(cfg, **{"detector.input_size": args.size})

@@ -43,7 +43,7 @@ PipelineFactory = Callable[[AppConfig], object]
 
 
 def default_pipeline_factory(cfg: AppConfig):
-    from .pipeline import build_pipeline
+    from .build import build_pipeline
 
     return build_pipeline(cfg)
 

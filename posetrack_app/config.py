@@ -1,7 +1,7 @@
 """Configuration: one frozen dataclass per stage, loaded from YAML presets with `--set a.b=c` overrides.
 
 Unknown keys are rejected with the list of valid ones; values are type-checked against the field types.
-`build_pipeline(cfg)` (pipeline.py) is the only place that turns a config into objects.
+`build_pipeline(cfg)` (build.py) is the only place that turns a config into objects.
 """
 from __future__ import annotations
 

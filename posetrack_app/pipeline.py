@@ -1,4 +1,4 @@
-"""The per-frame pipeline and `build_pipeline(cfg)`, the one place that maps config to objects.
+"""The per-frame pipeline and the threaded runner around it (build.py turns a config into one).
 
     frame -> detector -> (+ tracker proposals, merged by box NMS) -> pose stage -> tracker -> Tracks
 
@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from .config import AppConfig, TrackerConfig
+from .config import TrackerConfig
 from .ops.boxes import nms
 from .structures import Detections, Frame, Tracks
 from .timing import StageTimer
@@ -93,110 +93,6 @@ class Pipeline:
             poses = self.pose_stage(frame, boxes)
         with timer.stage("track"):
             return self.tracker.update(frame, poses)
-
-
-def build_detector(cfg: AppConfig):
-    from .detection.yolo_onnx import YoloPoseDetector
-
-    d = cfg.detector
-    return YoloPoseDetector.from_model(
-        d.model,
-        input_size=d.input_size,
-        score_threshold=d.score_threshold,
-        nms_iou_threshold=d.nms_iou_threshold,
-        max_detections=d.max_detections,
-        providers=d.providers,
-        cache_dir=d.cache_dir,
-        intra_op_threads=d.intra_op_threads,
-    )
-
-
-def build_pose_stage(cfg: AppConfig):
-    """The HRNet top-down estimator when its weights (or a built engine) are there, else the detector's own
-    keypoints, said once per process; pose.require_weights turns the fallback into an error."""
-    from pathlib import Path
-
-    from .pose.detector_keypoints import DetectorKeypointPoses
-
-    p = cfg.pose
-    if p.model == "detector":
-        return DetectorKeypointPoses()
-    weights = Path(p.weights).expanduser() if p.weights else None
-    has_weights = weights is not None and weights.is_file()
-    # An exported engine (.onnx / .engine) runs without the .pth it came from.
-    has_engine = p.backend != "torch" and bool(p.engine) and Path(p.engine).expanduser().is_file()
-    if not (has_weights or has_engine):
-        reason = (f"pose.weights file {weights} not found" if weights is not None
-                  else "no pose.weights configured")
-        if p.require_weights:
-            from .errors import UserError
-            raise UserError(f"{reason} and pose.require_weights is true: pass --set pose.weights=PATH to the "
-                            f"official checkpoint for {p.model} (e.g. pose_hrnet_w48_384x288.pth)")
-        # One plain warning per process, however many pipelines (sequences, workers) get built.
-        if not getattr(build_pose_stage, "_fallback_warned", False):
-            log.warning("%s: using the detector's own keypoints instead of %s. Pass --set pose.weights=PATH.pth "
-                        "for HRNet poses.", reason, p.model)
-            build_pose_stage._fallback_warned = True
-        return DetectorKeypointPoses()
-
-    from .pose.backends import BackendOptions, create_backend
-    from .pose.models import get_model_spec
-    from .pose.topdown import TopDownEstimator
-    from .skeleton import get_skeleton
-
-    try:
-        skeleton = get_skeleton(p.keypoints)
-    except KeyError as exc:
-        from .errors import ConfigError
-        raise ConfigError(f"pose.keypoints: {exc.args[0]}") from None
-    spec = get_model_spec(p.model)
-    options = BackendOptions(
-        model_name=p.model, num_keypoints=skeleton.num_keypoints, input_hw=spec.input_hw,
-        keypoint_layout=skeleton.name, weights_path=str(weights) if has_weights else None, device=p.device,
-        precision=p.precision, channels_last=p.channels_last, compile=p.compile, cuda_graphs=p.cuda_graphs,
-        cuda_graph_batches=tuple(p.cuda_graph_batches), max_batch=p.max_batch, engine_path=p.engine,
-        providers=tuple(p.providers), intra_op_threads=p.intra_op_threads,
-    )
-    backend = create_backend(p.backend, options)
-    return TopDownEstimator(
-        backend, skeleton=skeleton, flip_test=p.flip_test, flip_shift_cells=p.flip_shift_cells, dark=p.dark,
-        dark_kernel=p.dark_kernel, box_padding=p.box_padding, max_batch=p.max_batch,
-    )
-
-
-def build_tracker(cfg: AppConfig, skeleton):
-    t = cfg.tracker
-    if t.kind == "iou":
-        from .tracking.iou_tracker import IouTracker
-        return IouTracker(
-            skeleton=skeleton,
-            match_iou_threshold=t.iou.match_iou_threshold,
-            max_lost_frames=t.iou.max_lost_frames,
-            new_track_min_score=t.iou.new_track_min_score,
-        )
-    if t.kind == "flowtrack":
-        import dataclasses
-
-        from .errors import ConfigError
-        from .tracking.flowtrack import FlowTracker
-        try:
-            return FlowTracker(skeleton=skeleton, **dataclasses.asdict(t.flow))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    from .errors import ConfigError
-    raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: flowtrack, iou")
-
-
-def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None) -> Pipeline:
-    if cfg.detector.detect_every > 1 and cfg.tracker.kind != "flowtrack":
-        from .errors import ConfigError
-        raise ConfigError(f"detector.detect_every={cfg.detector.detect_every} needs tracker.kind=flowtrack to carry "
-                          "the frames between detections; set detector.detect_every=1 for the IoU tracker")
-    detector = build_detector(cfg)
-    pose_stage = build_pose_stage(cfg)
-    tracker = build_tracker(cfg, pose_stage.skeleton)
-    return Pipeline(detector, pose_stage, tracker, detect_every=cfg.detector.detect_every,
-                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer)
 
 
 @dataclass

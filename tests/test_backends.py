@@ -36,7 +36,8 @@ def test_registry_names_and_unknown_name():
 
 
 def test_importing_the_package_imports_neither_onnxruntime_nor_tensorrt():
-    code = ("import sys; import posetrack_app.pose.backends, posetrack_app.pose.topdown, posetrack_app.pipeline; "
+    code = ("import sys; import posetrack_app.pose.backends, posetrack_app.pose.topdown, posetrack_app.pipeline, "
+            "posetrack_app.build; "
             "import posetrack_app.pose.backends.tensorrt_backend; "
             "print(sorted(m for m in ('onnxruntime', 'tensorrt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

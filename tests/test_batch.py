@@ -219,7 +219,7 @@ def _pets_sequences(pets_video: Path, starts=(0, 150, 300), length=10):
 
 
 def test_real_pipeline_batch_is_killed_resumed_and_scores(shared_data, tmp_path):
-    from posetrack_app.pipeline import build_pipeline
+    from posetrack_app.build import build_pipeline
 
     cfg = load_config(None, REAL_OVERRIDES)
     dataset = tmp_path / "ds"

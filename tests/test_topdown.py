@@ -267,14 +267,13 @@ def test_warp_crops_pads_outside_with_black():
 # -- pipeline integration: build_pose_stage --
 
 def test_missing_weights_fall_back_to_detector_keypoints_with_one_warning(caplog, tmp_path):
-    from posetrack_app import pipeline
+    from posetrack_app.build import WarnOnce, build_pose_stage
     from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
 
-    if hasattr(pipeline.build_pose_stage, "_fallback_warned"):
-        del pipeline.build_pose_stage._fallback_warned
     cfg = load_config(None, [f"pose.weights={tmp_path / 'absent.pth'}"])
-    with caplog.at_level(logging.WARNING, logger="posetrack_app.pipeline"):
-        stages = [pipeline.build_pose_stage(cfg) for _ in range(3)]
+    warn_once = WarnOnce(logging.getLogger("test_fallback"))
+    with caplog.at_level(logging.WARNING, logger="test_fallback"):
+        stages = [build_pose_stage(cfg, warn_once) for _ in range(3)]
     assert all(isinstance(s, DetectorKeypointPoses) for s in stages)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "absent.pth not found" in warnings[0].getMessage()
@@ -283,7 +282,7 @@ def test_missing_weights_fall_back_to_detector_keypoints_with_one_warning(caplog
 
 @pytest.mark.parametrize("weights", ["", "absent.pth"])
 def test_require_weights_makes_missing_weights_an_error(tmp_path, weights):
-    from posetrack_app.pipeline import build_pose_stage
+    from posetrack_app.build import build_pose_stage
 
     path = str(tmp_path / weights) if weights else ""
     cfg = load_config(None, [f"pose.weights={path}", "pose.require_weights=true"])
@@ -294,7 +293,7 @@ def test_require_weights_makes_missing_weights_an_error(tmp_path, weights):
 def test_configured_weights_build_the_top_down_estimator(tmp_path, monkeypatch):
     """With a weights file present, the pipeline builds TopDownEstimator over the configured backend (the
     network itself is swapped for a small one so the test stays fast; loading is covered in test_checkpoint)."""
-    from posetrack_app.pipeline import build_pose_stage
+    from posetrack_app.build import build_pose_stage
     from posetrack_app.pose import checkpoint
     from test_hrnet import tiny_hrnet
 

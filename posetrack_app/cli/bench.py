@@ -74,7 +74,7 @@ def run(args) -> int:
     from ..config import to_dict
     from ..io.sinks import JsonLinesSink, VideoSink
     from ..io.sources import open_source, open_video_file
-    from ..pipeline import build_pipeline
+    from ..build import build_pipeline, build_detector
     from ..timing import StageTimer
 
     _check_args(args)
@@ -105,11 +105,10 @@ def run(args) -> int:
         return open_source(args.source, open_timeout_s=cfg.source.open_timeout_s)
 
     def make_pipeline():
-        pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer))
+        detector = None
         if clip is not None:
-            pipeline.detector = bench.SyntheticDetector(
-                clip, network=None if args.no_detector_network else pipeline.detector)
-        return pipeline
+            detector = bench.SyntheticDetector(clip, network=None if args.no_detector_network else build_detector(cfg))
+        return build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer), detector=detector)
 
     render_options = {
         "keypoint_score_threshold": cfg.render.keypoint_score_threshold,

@@ -38,7 +38,8 @@ def _summary_line(summary) -> str:
 def run(args) -> int:
     from ..io.sinks import JsonLinesSink, MotChallengeSink, VideoSink, WindowSink
     from ..io.sources import open_source
-    from ..pipeline import build_pipeline, run_stream
+    from ..build import build_pipeline
+    from ..pipeline import run_stream
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
