@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _find_shared_data() -> Path:
+    """The shared test data: $SHARED_DIR/data (set by .ci/run), else ../shared/data beside the checkout, else the
+    workplace's /work/shared/data; the first that exists."""
+    candidates = [Path(os.environ["SHARED_DIR"]) / "data"] if os.environ.get("SHARED_DIR") else []
+    candidates += [REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATA = _find_shared_data()
 
 
 def _cuda_available() -> bool:
