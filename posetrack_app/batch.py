@@ -29,8 +29,8 @@ import cv2
 from .config import AppConfig, PoseTrackOutputConfig
 from .errors import UserError
 from .io.atomic import write_json_atomic
-from .io.posetrack_json import (prediction_template, read_sequence, sequence_to_json, tracks_to_persons,
-                                with_persons)
+from .io.posetrack_json import read_sequence, sequence_to_json
+from .posetrack_layout import prediction_template, tracks_to_persons, with_persons
 from .structures import Frame
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from posetrack_app.batch import discover_sequences, run_batch
 from posetrack_app.config import AppConfig, load_config
 from posetrack_app.errors import UserError
 from posetrack_app.evaluation.posetrack import evaluate_folders
-from posetrack_app.io.posetrack_json import (FrameAnnotation, Sequence, tracks_to_persons, write_sequence)
+from posetrack_app.io.posetrack_json import FrameAnnotation, Sequence, write_sequence
+from posetrack_app.posetrack_layout import tracks_to_persons
 from posetrack_app.skeleton import COCO17
 from posetrack_app.structures import Frame, Poses, Tracks
 
