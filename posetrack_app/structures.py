@@ -52,18 +52,34 @@ class Frame:
         return int(self.image_bgr.shape[1])
 
 
+def _as_provenance(proposed_by, n: int, name: str) -> np.ndarray:
+    """int64 [N] track ids of the tracks that proposed each row; -1 = the detector (also when None is given)."""
+    if proposed_by is None:
+        return np.full(n, DETECTOR, np.int64)
+    proposed_by = np.asarray(proposed_by, dtype=np.int64).reshape(-1)
+    _check_length(n, proposed_by, name)
+    return proposed_by
+
+
+# Provenance value of a box or pose the detector found (any other value is the id of the track that proposed it).
+DETECTOR = -1
+
+
 @dataclass
 class Detections:
     """Person boxes of one frame.
 
     boxes_xyxy: float32 [N, 4]; scores: float32 [N];
     keypoints: optional float32 [N, K, 3] (x, y, score) when the box source predicts joints
-    (the YOLO-pose detector, or flow-propagated poses).
+    (the YOLO-pose detector, or flow-propagated poses);
+    proposed_by: int64 [N] provenance: -1 (DETECTOR) for a detector box, else the id of the track whose
+    flow-propagated box this is. Omitted = all detector boxes.
     """
 
     boxes_xyxy: np.ndarray
     scores: np.ndarray
     keypoints: Optional[np.ndarray] = None
+    proposed_by: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.boxes_xyxy = _as_float32(self.boxes_xyxy, (4,), "boxes_xyxy")
@@ -74,6 +90,7 @@ class Detections:
             if self.keypoints.ndim != 3 or self.keypoints.shape[2] != 3:
                 raise ValueError(f"keypoints must have shape [N, K, 3], got {self.keypoints.shape}")
             _check_length(len(self.boxes_xyxy), self.keypoints, "keypoints")
+        self.proposed_by = _as_provenance(self.proposed_by, len(self.boxes_xyxy), "proposed_by")
 
     def __len__(self) -> int:
         return len(self.boxes_xyxy)
@@ -85,7 +102,7 @@ class Detections:
 
     def select(self, index) -> "Detections":
         keypoints = None if self.keypoints is None else self.keypoints[index]
-        return Detections(self.boxes_xyxy[index], self.scores[index], keypoints)
+        return Detections(self.boxes_xyxy[index], self.scores[index], keypoints, self.proposed_by[index])
 
 
 @dataclass
@@ -93,13 +110,17 @@ class Poses:
     """Estimated poses of one frame.
 
     keypoints: float32 [N, K, 2] image pixels; keypoint_scores: float32 [N, K] in [0, 1];
-    boxes_xyxy: float32 [N, 4] the box each pose was estimated in; box_scores: float32 [N].
+    boxes_xyxy: float32 [N, 4] the box each pose was estimated in; box_scores: float32 [N];
+    proposed_by: int64 [N] the provenance of that box (see Detections; omitted = all from the detector).
+    A pose stage passes its input's `proposed_by` through, so the tracker knows which poses exist only because a
+    track proposed their box.
     """
 
     keypoints: np.ndarray
     keypoint_scores: np.ndarray
     boxes_xyxy: np.ndarray
     box_scores: np.ndarray
+    proposed_by: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
@@ -113,6 +134,7 @@ class Poses:
         _check_length(n, self.boxes_xyxy, "boxes_xyxy")
         self.box_scores = np.asarray(self.box_scores, dtype=np.float32).reshape(-1)
         _check_length(n, self.box_scores, "box_scores")
+        self.proposed_by = _as_provenance(self.proposed_by, n, "proposed_by")
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -131,7 +153,8 @@ class Poses:
         )
 
     def select(self, index) -> "Poses":
-        return Poses(self.keypoints[index], self.keypoint_scores[index], self.boxes_xyxy[index], self.box_scores[index])
+        return Poses(self.keypoints[index], self.keypoint_scores[index], self.boxes_xyxy[index], self.box_scores[index],
+                     self.proposed_by[index])
 
 
 @dataclass

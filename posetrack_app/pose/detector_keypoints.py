@@ -26,4 +26,5 @@ class DetectorKeypointPoses:
         if keypoints.shape[1] != self.skeleton.num_keypoints:
             raise ValueError(f"detector predicts {keypoints.shape[1]} keypoints, the {self.skeleton.name} layout has "
                              f"{self.skeleton.num_keypoints}")
-        return Poses(keypoints[..., :2], np.clip(keypoints[..., 2], 0.0, 1.0), detections.boxes_xyxy, detections.scores)
+        return Poses(keypoints[..., :2], np.clip(keypoints[..., 2], 0.0, 1.0), detections.boxes_xyxy, detections.scores,
+                     detections.proposed_by)

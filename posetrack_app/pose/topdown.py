@@ -127,7 +127,7 @@ class TopDownEstimator:
             heatmaps = self.heatmaps(batch)
         with timer.stage("pose.decode") if timer else nullcontext():
             keypoints, scores = self.decode(heatmaps, centers, sizes)
-        return Poses(keypoints, scores, detections.boxes_xyxy, detections.scores)
+        return Poses(keypoints, scores, detections.boxes_xyxy, detections.scores, detections.proposed_by)
 
     def close(self) -> None:
         self.backend.close()
