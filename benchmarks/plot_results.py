@@ -126,7 +126,7 @@ def block_markdown(name: str) -> str:
         return f"_not measured yet: {path.relative_to(REPO)} is missing (run the command above)._\n"
     record = json.loads(path.read_text())
     if record.get("schema", "").startswith("posetrack-bench"):
-        from posetrack_app.bench import format_report
+        from posetrack_app.benchmark.report import format_report
 
         return format_report(record, markdown=True)
     if record.get("schema", "").startswith("posetrack-scaling"):

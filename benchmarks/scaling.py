@@ -26,11 +26,14 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from posetrack_app import bench  # noqa: E402
+from posetrack_app.benchmark import environment  # noqa: E402
+from posetrack_app.benchmark.runs import run_sequential  # noqa: E402
+from posetrack_app.benchmark.synthetic import (  # noqa: E402
+    SYNTHETIC_DETECTIONS_NOTE, SyntheticClip, SyntheticDetector, parse_resolution, synthetic_video)
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
 from posetrack_app.io.sources import open_video_file  # noqa: E402
-from posetrack_app.build import build_pipeline, build_tracker  # noqa: E402
+from posetrack_app.build import build_detector, build_pipeline, build_tracker  # noqa: E402
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses  # noqa: E402
 from posetrack_app.timing import StageTimer, stats_from_ms  # noqa: E402
 
@@ -42,11 +45,13 @@ def _csv_ints(text):
     return [int(v) for v in text.split(",") if v]
 
 
-def measure_pipeline(pipeline, detector_network, clip, warmup, frames):
-    pipeline.detector = bench.SyntheticDetector(clip, network=detector_network)
-    video, keep_alive = bench.synthetic_video(clip)
+def measure_pipeline(pipeline, synthetic_detector, clip, warmup, frames):
+    """The sequential bench loop on `clip`; `synthetic_detector` (the pipeline's detector) is pointed at the clip,
+    so the pose network and tracker built once serve every point."""
+    synthetic_detector.clip = clip
+    video, keep_alive = synthetic_video(clip)
     try:
-        run = bench.run_sequential(pipeline, open_video_file(video), warmup=warmup, frames=frames)
+        run = run_sequential(pipeline, open_video_file(video), warmup=warmup, frames=frames)
     finally:
         keep_alive.cleanup()
     frame = stats_from_ms(run.frame_interval_ms)
@@ -92,32 +97,37 @@ def main(argv=None) -> int:
     if args.frames < 1 or args.warmup < 0:
         parser.error("--frames must be >= 1 and --warmup >= 0")
     resolutions = args.resolutions.split(",")
-    sizes = {r: bench.parse_resolution(r) for r in resolutions}
+    sizes = {r: parse_resolution(r) for r in resolutions}
     cfg = load_config(args.config, args.overrides)
-    load_start = bench.load_average_1min()
+    load_start = environment.load_average_1min()
+
+    def make_clip(resolution, persons):
+        return SyntheticClip(persons, *sizes[resolution], args.warmup + args.frames, seed=persons)
 
     pipeline_rows = []
     setup = {}
     if not args.no_pipeline:
-        pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device))
-        detector_network = None if args.no_detector_network else pipeline.detector
-        setup = bench.describe_setup(cfg, pipeline)
+        # Built once: the stub detector is pointed at each point's clip in turn.
+        synthetic_detector = SyntheticDetector(make_clip(resolutions[0], args.persons[0]),
+                                               network=None if args.no_detector_network else build_detector(cfg))
+        pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device), detector=synthetic_detector)
+        setup = environment.describe_setup(cfg, pipeline)
         for resolution in resolutions:
             for persons in args.persons:
-                clip = bench.SyntheticClip(persons, *sizes[resolution], args.warmup + args.frames, seed=persons)
                 row = {"resolution": resolution, "persons": persons,
-                       **measure_pipeline(pipeline, detector_network, clip, args.warmup, args.frames)}
+                       **measure_pipeline(pipeline, synthetic_detector, make_clip(resolution, persons),
+                                          args.warmup, args.frames)}
                 pipeline_rows.append(row)
                 print(f"pipeline {resolution:>6} {persons:3d} persons: {row['frame_median_ms']:8.1f} ms median, "
                       f"{row['frame_p95_ms']:8.1f} ms p95", flush=True)
 
     tracker_rows = {}
     for kind in [k for k in args.trackers.split(",") if k]:
-        tracker = build_tracker(replace(cfg, **{"tracker.kind": kind}), bench.SyntheticClip.skeleton)
+        tracker = build_tracker(replace(cfg, **{"tracker.kind": kind}), SyntheticClip.skeleton)
         rows = tracker_rows[kind] = []
         for resolution in resolutions:
             for persons in args.persons:
-                clip = bench.SyntheticClip(persons, *sizes[resolution], args.warmup + args.frames, seed=persons)
+                clip = make_clip(resolution, persons)
                 row = {"resolution": resolution, "persons": persons,
                        **measure_tracker(tracker, clip, args.warmup, args.frames)}
                 rows.append(row)
@@ -131,14 +141,14 @@ def main(argv=None) -> int:
         "resolutions": resolutions,
         "frames": args.frames,
         "warmup": args.warmup,
-        "detections_note": bench.SYNTHETIC_DETECTIONS_NOTE + (
+        "detections_note": SYNTHETIC_DETECTIONS_NOTE + (
             "; detector network not run" if args.no_detector_network
             else "; the detector network runs on every frame for timing, its output discarded"),
         "pose_stage": setup.get("pose_stage", "DetectorKeypointPoses (tracker-alone)"),
         "detector_input_size": cfg.detector.input_size,
         "setup": setup,
-        "load_average_1min": {"start": load_start, "end": bench.load_average_1min()},
-        "environment": bench.capture_environment(),
+        "load_average_1min": {"start": load_start, "end": environment.load_average_1min()},
+        "environment": environment.capture_environment(),
         "pipeline": pipeline_rows,
         "trackers": tracker_rows,
     }

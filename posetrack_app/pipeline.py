@@ -19,7 +19,7 @@ import numpy as np
 from .config import TrackerConfig
 from .ops.boxes import nms
 from .structures import Detections, Frame, Tracks
-from .timing import StageTimer
+from .timing import SmoothedFps, StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: 
     reader = ThreadedReader(source, queue_size=queue_size)
     writer = SinkWriter(sinks)
     track_ids = set()
-    smoothed_fps = None
+    fps = SmoothedFps()
     keep = False
     start = time.perf_counter()
     try:
@@ -136,10 +136,7 @@ def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: 
                     break
                 step_start = time.perf_counter()
                 tracks = pipeline.step(frame)
-                step_fps = 1.0 / max(time.perf_counter() - step_start, 1e-6)
-                # Exponential smoothing keeps the on-screen FPS readable.
-                smoothed_fps = step_fps if smoothed_fps is None else 0.9 * smoothed_fps + 0.1 * step_fps
-                writer.put(frame, tracks, smoothed_fps)
+                writer.put(frame, tracks, fps.update(time.perf_counter() - step_start))
                 track_ids.update(int(t) for t in tracks.track_ids)
                 summary.frames += 1
                 if on_frame is not None:

@@ -1,19 +1,20 @@
-"""Benchmark machinery: synthetic clips, warm-up exclusion, stage sets of the sequential and pipelined runs,
-statistics and report, the environment record, and `posetrack bench` end to end (with its bad inputs)."""
+"""Benchmark machinery: synthetic clips, warm-up exclusion, stage sets of the sequential and pipelined runs (on a
+fake clock where durations are checked), statistics and report, the environment record, and `posetrack bench` end
+to end (with its bad inputs)."""
 import json
-import time
 
 import numpy as np
 import pytest
+from fake_clock import FakeClock
 
-from posetrack_app import bench
+from posetrack_app.benchmark import environment, report, runs, synthetic
 from posetrack_app.cli import main
 from posetrack_app.io.sinks import JsonLinesSink
 from posetrack_app.io.sources import FrameSource
 from posetrack_app.pipeline import Pipeline
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
 from posetrack_app.skeleton import COCO17
-from posetrack_app.timing import StageStats
+from posetrack_app.timing import StageStats, StageTimer
 from posetrack_app.tracking.iou_tracker import IouTracker
 
 PIPELINE_STAGES = ["decode", "detect", "propagate", "pose", "track"]
@@ -29,14 +30,14 @@ class ClipSource(FrameSource):
         return self.clip.frames()
 
 
-def _pipeline(clip, pose_stage=None):
+def _pipeline(clip, pose_stage=None, timer=None):
     tracker = IouTracker(skeleton=COCO17)
-    return Pipeline(bench.SyntheticDetector(clip), pose_stage or DetectorKeypointPoses(), tracker)
+    return Pipeline(synthetic.SyntheticDetector(clip), pose_stage or DetectorKeypointPoses(), tracker, timer=timer)
 
 
 @pytest.mark.parametrize("persons", [0, 1, 5, 12])
 def test_synthetic_clip_has_the_people_it_says(persons):
-    clip = bench.SyntheticClip(persons, 320, 240, 6, seed=3)
+    clip = synthetic.SyntheticClip(persons, 320, 240, 6, seed=3)
     for index in (0, 5):
         found = clip.detections(index)
         assert len(found) <= persons and len(found) >= persons - 1  # at most one walker off screen
@@ -57,29 +58,29 @@ def test_synthetic_clip_has_the_people_it_says(persons):
 
 
 def test_synthetic_clip_is_deterministic_and_moves():
-    a, b = bench.SyntheticClip(4, 320, 240, 10, seed=7), bench.SyntheticClip(4, 320, 240, 10, seed=7)
+    a, b = synthetic.SyntheticClip(4, 320, 240, 10, seed=7), synthetic.SyntheticClip(4, 320, 240, 10, seed=7)
     assert np.array_equal(a.render(9), b.render(9))
     assert np.array_equal(a.detections(9).keypoints, b.detections(9).keypoints)
     moved = np.abs(a.detections(9).boxes_xyxy - a.detections(0).boxes_xyxy).max()
     assert moved > 5.0
-    assert not np.array_equal(bench.SyntheticClip(4, 320, 240, 10, seed=8).render(0), a.render(0))
+    assert not np.array_equal(synthetic.SyntheticClip(4, 320, 240, 10, seed=8).render(0), a.render(0))
 
 
 @pytest.mark.parametrize("text, wh", [("480p", (854, 480)), ("1080p", (1920, 1080)), ("640x360", (640, 360))])
 def test_parse_resolution(text, wh):
-    assert bench.parse_resolution(text) == wh
+    assert synthetic.parse_resolution(text) == wh
 
 
 @pytest.mark.parametrize("text", ["720", "0x10", "axb", "4k"])
 def test_parse_resolution_rejects(text):
     with pytest.raises(ValueError, match="resolution"):
-        bench.parse_resolution(text)
+        synthetic.parse_resolution(text)
 
 
-@pytest.mark.parametrize("runner", [bench.run_sequential, bench.run_pipelined])
+@pytest.mark.parametrize("runner", [runs.run_sequential, runs.run_pipelined])
 @pytest.mark.parametrize("warmup, frames", [(0, 5), (3, 4)])
 def test_runs_time_every_stage_once_per_measured_frame(runner, warmup, frames):
-    clip = bench.SyntheticClip(3, 320, 240, warmup + frames + 5, seed=1)
+    clip = synthetic.SyntheticClip(3, 320, 240, warmup + frames + 5, seed=1)
     run = runner(_pipeline(clip), ClipSource(clip), warmup=warmup, frames=frames)
     assert run.frames_measured == frames and run.warmup_frames == warmup
     assert list(run.stage_stats) == PIPELINE_STAGES + ["render"]
@@ -91,38 +92,60 @@ def test_runs_time_every_stage_once_per_measured_frame(runner, warmup, frames):
     assert run.frame_interval_ms.sum() <= 1000.0 * run.wall_s * 1.0001
 
 
-class SleepingPose(DetectorKeypointPoses):
-    def __init__(self, sleep_s):
+class CostlyPose(DetectorKeypointPoses):
+    """The detector's keypoints, costing `cost_s` per frame on the fake clock."""
+
+    def __init__(self, clock, cost_s):
         super().__init__()
-        self.sleep_s = sleep_s
-        self.slept_s = []
+        self.clock, self.cost_s = clock, cost_s
 
     def __call__(self, frame, detections):
-        start = time.perf_counter()
-        time.sleep(self.sleep_s)
-        self.slept_s.append(time.perf_counter() - start)
+        self.clock.advance(self.cost_s)
         return super().__call__(frame, detections)
 
 
-@pytest.mark.parametrize("runner", [bench.run_sequential, bench.run_pipelined])
-def test_bench_reports_a_sleeping_stage_within_10_percent(runner):
-    sleep_s = 0.05
-    clip = bench.SyntheticClip(2, 160, 120, 8, seed=2)
-    pose = SleepingPose(sleep_s)
-    run = runner(_pipeline(clip, pose), ClipSource(clip), warmup=1, frames=6)
-    summary = bench.summarize_run(run)
-    measured_slept_s = np.median(pose.slept_s[1:])  # warm-up frame left out, as the bench does
-    assert summary["stages"]["pose"]["median_ms"] / 1000.0 == pytest.approx(measured_slept_s, rel=0.10)
-    # sleep() is never early and only late when the machine is loaded: the quickest frame shows the known time.
-    assert run.stage_stats["pose"].min_ms / 1000.0 == pytest.approx(sleep_s, rel=0.10)
-    # The sleep dominates the frame.
-    assert summary["stages"]["pose"]["share"] > 0.5
+class CostlyClipSource(ClipSource):
+    """Decoding a frame costs `cost_s` on the fake clock."""
+
+    def __init__(self, clip, clock, cost_s):
+        super().__init__(clip)
+        self.clock, self.cost_s = clock, cost_s
+
+    def frames(self):
+        for frame in self.clip.frames():
+            self.clock.advance(self.cost_s)
+            yield frame
+
+
+# Pipelined, the reader thread decodes ahead while the pipeline runs, so decoding must cost nothing on the fake
+# clock there or the split of time between the threads would depend on scheduling.
+@pytest.mark.parametrize("runner, decode_s", [(runs.run_sequential, 0.01), (runs.run_sequential, 0.0),
+                                              (runs.run_pipelined, 0.0)])
+def test_bench_reports_known_stage_times_shares_and_fps(runner, decode_s):
+    pose_s, warmup, frames = 0.04, 2, 6
+    clock = FakeClock()
+    clip = synthetic.SyntheticClip(2, 160, 120, warmup + frames + 3, seed=2)
+    pipeline = _pipeline(clip, CostlyPose(clock, pose_s), timer=StageTimer(clock=clock))
+    run = runner(pipeline, CostlyClipSource(clip, clock, decode_s), warmup=warmup, frames=frames)
+    summary = report.summarize_run(run)
+    frame_s = pose_s + decode_s
+    assert run.wall_s == pytest.approx(frames * frame_s, abs=1e-9)
+    assert summary["fps_end_to_end"] == pytest.approx(1.0 / frame_s, rel=1e-3)
+    assert run.frame_interval_ms == pytest.approx([1000.0 * frame_s] * frames, abs=1e-6)
+    assert summary["stages"]["pose"]["calls"] == frames  # the warm-up frames are not counted
+    assert summary["stages"]["pose"]["median_ms"] == pytest.approx(1000.0 * pose_s, abs=1e-6)
+    assert summary["stages"]["pose"]["share"] == pytest.approx(pose_s / frame_s, abs=1e-4)
+    if runner is runs.run_sequential:
+        assert summary["stages"]["decode"]["median_ms"] == pytest.approx(1000.0 * decode_s, abs=1e-6)
+        assert summary["stages"]["decode"]["share"] == pytest.approx(decode_s / frame_s, abs=1e-4)
+    for name in ("detect", "propagate", "track", "render"):
+        assert summary["stages"][name]["median_ms"] == 0.0  # nothing else moved the clock
 
 
 def test_sinks_are_timed_as_write_and_their_output_is_kept(tmp_path):
-    clip = bench.SyntheticClip(2, 160, 120, 10, seed=4)
+    clip = synthetic.SyntheticClip(2, 160, 120, 10, seed=4)
     out = tmp_path / "poses.jsonl"
-    run = bench.run_sequential(_pipeline(clip), ClipSource(clip), [JsonLinesSink(out, COCO17)], warmup=2, frames=5)
+    run = runs.run_sequential(_pipeline(clip), ClipSource(clip), [JsonLinesSink(out, COCO17)], warmup=2, frames=5)
     assert "render" not in run.stage_stats
     assert {n: s.calls for n, s in run.stage_stats.items() if n.startswith("write")} == {
         "write": 5, "write.jsonlines": 5}
@@ -137,49 +160,55 @@ def _fake_run(mode="sequential"):
         "pose": StageStats(4, 120.0, 30.0, 30.0, 33.0, 27.0, 33.0),
         "pose.network": StageStats(4, 100.0, 25.0, 25.0, 28.0, 22.0, 28.0),
     }
-    return bench.BenchRun(mode, 2, 4, 0.2, np.array([50.0, 50.0, 50.0, 50.0]), [3, 3, 4, 2], stats)
+    return runs.BenchRun(mode, 2, 4, 0.2, np.array([50.0, 50.0, 50.0, 50.0]), [3, 3, 4, 2], stats)
 
 
 def test_summary_shares_fps_and_table():
-    summary = bench.summarize_run(_fake_run())
+    summary = report.summarize_run(_fake_run())
     assert summary["fps_end_to_end"] == pytest.approx(20.0)
     assert summary["stages"]["decode"]["share"] == pytest.approx(0.2)
     assert summary["stages"]["pose"]["share"] == pytest.approx(0.6)
     assert summary["frame"]["median_ms"] == pytest.approx(50.0)
     assert summary["persons_per_frame"] == {"mean": 3.0, "max": 4, "min": 2}
-    table = bench.format_table(summary)
+    table = report.format_table(summary)
     lines = table.splitlines()
     assert lines[0].split() == ["stage", "calls", "median", "ms", "p95", "ms", "share", "stage", "FPS"]
     assert lines[2].split() == ["decode", "4", "10.00", "12.00", "20.0%", "100.0"]
     assert lines[4].startswith("  pose.network")  # nested stages are indented under their parent
     assert lines[-1].split()[:2] == ["frame", "(wall)"]
-    markdown = bench.format_table(summary, markdown=True).splitlines()
+    markdown = report.format_table(summary, markdown=True).splitlines()
     assert markdown[0].startswith("| stage |") and len(markdown) == 2 + 4
 
 
 def test_record_has_speedup_environment_and_load(tmp_path):
-    runs = {"sequential": _fake_run("sequential"), "pipelined": _fake_run("pipelined")}
-    runs["pipelined"].wall_s = 0.1
-    env = bench.capture_environment()
+    both = {"sequential": _fake_run("sequential"), "pipelined": _fake_run("pipelined")}
+    both["pipelined"].wall_s = 0.1
+    env = environment.capture_environment()
     for key in ("cpu_model", "cpu_count", "torch", "cuda_build", "gpu_name", "gpu_driver", "onnxruntime",
                 "tensorrt", "opencv", "git"):
         assert key in env
-    record = bench.bench_record(command=["posetrack", "bench"], source={"name": "x", "frame_wh": [8, 8]},
-                                runs=runs, setup={"detector": "D", "detector_input_size": 640, "pose_stage": "P",
+    record = report.bench_record(command=["posetrack", "bench"], source={"name": "x", "frame_wh": [8, 8]},
+                                runs=both, setup={"detector": "D", "detector_input_size": 640, "pose_stage": "P",
                                                   "pose_model": "m", "pose_backend": "torch", "pose_device": "cpu",
                                                   "pose_precision": "fp32", "pose_max_batch": 8, "tracker": "iou"},
                                 environment=env, load_start=0.5, load_end=1.5)
     assert record["pipelined_speedup"] == pytest.approx(2.0)
     assert record["load_average_1min"] == {"start": 0.5, "end": 1.5}
     json.dumps(record)  # JSON-ready
-    report = bench.format_report(record)
-    assert "load average (1 min): 0.5 at start, 1.5 at end" in report
-    assert "2.00x" in report
+    text = report.format_report(record)
+    assert "load average (1 min): 0.5 at start, 1.5 at end" in text
+    assert "2.00x" in text
 
 
 @pytest.fixture(scope="module")
 def vtest(shared_data):
     return shared_data / "pets09_s2l1" / "vtest.avi"
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory):
+    """A 3-frame synthetic video: a SOURCE for the cases that need one to exist but never get to decode it."""
+    return synthetic.SyntheticClip(1, 64, 64, 3).write_video(tmp_path_factory.mktemp("clip") / "small.avi")
 
 
 def test_bench_cli_synthetic_compare_writes_json_and_markdown(tmp_path, capsys):
@@ -231,8 +260,8 @@ def test_bench_cli_on_video_with_outputs(tmp_path, capsys, vtest):
     (["--json", "/nonexistent-folder/b.json"], "does not exist"),
     (["/nonexistent/video.avi"], "not found"),
 ])
-def test_bench_cli_bad_inputs_are_one_line_errors(argv, fragment, capsys, vtest):
-    argv = [str(vtest) if a == "SOURCE" else a for a in argv]
+def test_bench_cli_bad_inputs_are_one_line_errors(argv, fragment, capsys, small_video):
+    argv = [str(small_video) if a == "SOURCE" else a for a in argv]
     code = main(["bench", "--frames", "1", "--warmup", "0", *argv])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -259,10 +288,10 @@ class FakeHeatmapBackend:
 def test_top_down_sub_stages_are_timed_under_pose():
     from posetrack_app.pose.topdown import TopDownEstimator
 
-    clip = bench.SyntheticClip(3, 320, 240, 6, seed=5)
+    clip = synthetic.SyntheticClip(3, 320, 240, 6, seed=5)
     estimator = TopDownEstimator(FakeHeatmapBackend(), skeleton=COCO17, flip_test=True)
     pipeline = _pipeline(clip, estimator)
-    run = bench.run_sequential(pipeline, ClipSource(clip), warmup=1, frames=4)
+    run = runs.run_sequential(pipeline, ClipSource(clip), warmup=1, frames=4)
     names = list(run.stage_stats)
     assert names[names.index("pose") + 1:names.index("pose") + 4] == ["pose.crop", "pose.network", "pose.decode"]
     for name in ("pose.crop", "pose.network", "pose.decode"):

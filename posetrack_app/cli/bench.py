@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 
 from ..errors import UserError
 from ..io.atomic import atomic_write, check_output_path, write_json_atomic
@@ -69,113 +70,129 @@ def _check_args(args) -> None:
             check_output_path(path)
 
 
-def run(args) -> int:
-    from .. import bench
-    from ..config import to_dict
-    from ..io.sinks import JsonLinesSink, VideoSink
-    from ..io.sources import open_source, open_video_file
-    from ..build import build_pipeline, build_detector
-    from ..timing import StageTimer
-
-    _check_args(args)
-    cfg = config_from_args(args)
-    load_start = bench.load_average_1min()
-
-    clip = keep_alive = None
-    notes = []
-    if args.source is None:
-        try:
-            width, height = bench.parse_resolution(args.resolution or DEFAULT_RESOLUTION)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        persons = DEFAULT_PERSONS if args.persons is None else args.persons
-        clip = bench.SyntheticClip(persons, width, height, args.warmup + args.frames, seed=args.seed)
-        video_path, keep_alive = bench.synthetic_video(clip)
-        notes.append(bench.SYNTHETIC_DETECTIONS_NOTE + (
-            "; the detector network still runs on every frame for timing and its output is discarded"
-            if not args.no_detector_network else "; the detector network is not run"))
-        source_info = {"name": f"synthetic {persons} persons {width}x{height}", "synthetic": True,
-                       "persons": persons, "seed": args.seed}
-    else:
-        source_info = {"name": args.source, "synthetic": False}
-
-    def make_source():
-        if clip is not None:
-            return open_video_file(video_path)
-        return open_source(args.source, open_timeout_s=cfg.source.open_timeout_s)
-
-    def make_pipeline():
-        detector = None
-        if clip is not None:
-            detector = bench.SyntheticDetector(clip, network=None if args.no_detector_network else build_detector(cfg))
-        return build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer), detector=detector)
-
-    render_options = {
+def _render_options(cfg) -> dict:
+    return {
         "keypoint_score_threshold": cfg.render.keypoint_score_threshold,
         "draw_boxes": cfg.render.draw_boxes,
         "line_thickness": cfg.render.line_thickness,
         "draw_fps": cfg.render.draw_fps,
     }
 
-    def make_sinks(skeleton, fps):
-        sinks = []
-        try:
-            if args.out_video:
-                sinks.append(VideoSink(args.out_video, skeleton, fps, render_options))
-            if args.out_json:
-                sinks.append(JsonLinesSink(args.out_json, skeleton))
-        except BaseException:
-            for sink in sinks:
-                sink.close(keep=False)
-            raise
-        return sinks
 
-    modes = ["sequential", "pipelined"] if args.compare else (["sequential"] if args.sequential else ["pipelined"])
-    runs = {}
-    pipeline = None
+def _make_sinks(args, skeleton, fps: float, render_options: dict) -> list:
+    """The output sinks asked for (--out-video, --out-json); none opened when one fails to open."""
+    from ..io.sinks import JsonLinesSink, VideoSink
+
+    sinks = []
     try:
-        for mode in modes:
-            pipeline = make_pipeline()
-            source = make_source()
-            sinks = make_sinks(pipeline.skeleton, source.fps)
-            runner = bench.run_sequential if mode == "sequential" else bench.run_pipelined
-            log.info("bench: %s run, %d warm-up + %d frames", mode, args.warmup, args.frames)
-            run_load_start = bench.load_average_1min()
-            if mode == "sequential":
-                result = runner(pipeline, source, sinks, warmup=args.warmup, frames=args.frames,
-                                render_options=render_options)
-            else:
-                result = runner(pipeline, source, sinks, warmup=args.warmup, frames=args.frames,
-                                render_options=render_options, queue_size=cfg.source.queue_size)
-            result.extra["load_average_1min"] = {"start": run_load_start, "end": bench.load_average_1min()}
-            if result.frames_measured == 0:
-                raise UserError(f"{source_info['name']} ended during the {args.warmup} warm-up frames: "
-                                "lower --warmup or give a longer source")
-            if result.frames_measured < args.frames:
-                notes.append(f"{mode}: the source ended after {result.frames_measured} measured frames "
-                             f"(asked for {args.frames})")
-            runs[mode] = result
-    finally:
-        if keep_alive is not None:
-            keep_alive.cleanup()
-    load_end = bench.load_average_1min()
+        if args.out_video:
+            sinks.append(VideoSink(args.out_video, skeleton, fps, render_options))
+        if args.out_json:
+            sinks.append(JsonLinesSink(args.out_json, skeleton))
+    except BaseException:
+        for sink in sinks:
+            sink.close(keep=False)
+        raise
+    return sinks
 
-    first = next(iter(runs.values()))
-    source_info["frame_wh"] = first.extra.get("frame_wh")
-    setup = bench.describe_setup(cfg, pipeline)
-    setup["detector_network_run"] = clip is None or not args.no_detector_network
-    if args.out_video or args.out_json:
-        setup["outputs"] = [p for p in (args.out_video, args.out_json) if p]
-    record = bench.bench_record(command=bench.command_line(), source=source_info, runs=runs, setup=setup,
-                                environment=bench.capture_environment(), load_start=load_start, load_end=load_end,
-                                config=to_dict(cfg), notes=notes)
-    print(bench.format_report(record))
+
+@contextmanager
+def _bench_subject(args, cfg):
+    """(source_info, make_source, clip, notes): the given SOURCE, or a synthetic clip written to a temporary video
+    (so that decoding is timed too) that lives as long as this context."""
+    from ..benchmark import synthetic
+    from ..io.sources import open_source, open_video_file
+
+    if args.source is not None:
+        yield ({"name": args.source, "synthetic": False},
+               lambda: open_source(args.source, open_timeout_s=cfg.source.open_timeout_s), None, [])
+        return
+    try:
+        width, height = synthetic.parse_resolution(args.resolution or DEFAULT_RESOLUTION)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    persons = DEFAULT_PERSONS if args.persons is None else args.persons
+    clip = synthetic.SyntheticClip(persons, width, height, args.warmup + args.frames, seed=args.seed)
+    video_path, keep_alive = synthetic.synthetic_video(clip)
+    notes = [synthetic.SYNTHETIC_DETECTIONS_NOTE + (
+        "; the detector network still runs on every frame for timing and its output is discarded"
+        if not args.no_detector_network else "; the detector network is not run")]
+    info = {"name": f"synthetic {persons} persons {width}x{height}", "synthetic": True, "persons": persons,
+            "seed": args.seed}
+    try:
+        yield info, lambda: open_video_file(video_path), clip, notes
+    finally:
+        keep_alive.cleanup()
+
+
+def _measure(args, cfg, source_info, make_source, clip, notes) -> tuple:
+    """Runs each requested mode on a fresh pipeline and source; returns ({mode: BenchRun}, the last pipeline)."""
+    from ..benchmark import environment, runs as bench_runs
+    from ..benchmark.synthetic import SyntheticDetector
+    from ..build import build_detector, build_pipeline
+    from ..timing import StageTimer
+
+    render_options = _render_options(cfg)
+    modes = ["sequential", "pipelined"] if args.compare else (["sequential"] if args.sequential else ["pipelined"])
+    results, pipeline = {}, None
+    for mode in modes:
+        detector = None
+        if clip is not None:
+            detector = SyntheticDetector(clip, network=None if args.no_detector_network else build_detector(cfg))
+        pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer),
+                                  detector=detector)
+        source = make_source()
+        sinks = _make_sinks(args, pipeline.skeleton, source.fps, render_options)
+        log.info("bench: %s run, %d warm-up + %d frames", mode, args.warmup, args.frames)
+        load_start = environment.load_average_1min()
+        options = {} if mode == "sequential" else {"queue_size": cfg.source.queue_size}
+        runner = bench_runs.run_sequential if mode == "sequential" else bench_runs.run_pipelined
+        result = runner(pipeline, source, sinks, warmup=args.warmup, frames=args.frames,
+                        render_options=render_options, **options)
+        result.extra["load_average_1min"] = {"start": load_start, "end": environment.load_average_1min()}
+        if result.frames_measured == 0:
+            raise UserError(f"{source_info['name']} ended during the {args.warmup} warm-up frames: "
+                            "lower --warmup or give a longer source")
+        if result.frames_measured < args.frames:
+            notes.append(f"{mode}: the source ended after {result.frames_measured} measured frames "
+                         f"(asked for {args.frames})")
+        results[mode] = result
+    return results, pipeline
+
+
+def _write_reports(args, record: dict) -> None:
+    from ..benchmark.report import format_report
+
+    print(format_report(record))
     if args.json:
         write_json_atomic(args.json, record, indent=2)
         log.info("wrote %s", args.json)
     if args.markdown:
         with atomic_write(args.markdown) as handle:
-            handle.write(bench.format_report(record, markdown=True))
+            handle.write(format_report(record, markdown=True))
         log.info("wrote %s", args.markdown)
     sys.stdout.flush()
+
+
+def run(args) -> int:
+    from ..benchmark import environment
+    from ..benchmark.report import bench_record
+    from ..config import to_dict
+
+    _check_args(args)
+    cfg = config_from_args(args)
+    load_start = environment.load_average_1min()
+    with _bench_subject(args, cfg) as (source_info, make_source, clip, notes):
+        results, pipeline = _measure(args, cfg, source_info, make_source, clip, notes)
+    load_end = environment.load_average_1min()
+
+    source_info["frame_wh"] = next(iter(results.values())).extra.get("frame_wh")
+    setup = environment.describe_setup(cfg, pipeline)
+    setup["detector_network_run"] = clip is None or not args.no_detector_network
+    if args.out_video or args.out_json:
+        setup["outputs"] = [p for p in (args.out_video, args.out_json) if p]
+    record = bench_record(command=environment.command_line(), source=source_info, runs=results, setup=setup,
+                          environment=environment.capture_environment(), load_start=load_start, load_end=load_end,
+                          config=to_dict(cfg), notes=notes)
+    _write_reports(args, record)
     return 0
