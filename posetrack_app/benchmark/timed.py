@@ -66,6 +66,9 @@ class TimedSink:
         if frame.index >= self.first_index:
             self.timer.add(self.stage_name, self.timer.clock() - start)
 
+    def finish(self) -> None:
+        self.sink.finish()
+
     def close(self, keep: bool = True) -> None:
         self.sink.close(keep=keep)
 
@@ -84,6 +87,9 @@ class RenderOnlySink:
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         draw_tracks(frame.image_bgr.copy(), tracks, self.skeleton, fps=fps if self.draw_fps else None,
                     **self.render_options)
+
+    def finish(self) -> None:
+        pass
 
     def close(self, keep: bool = True) -> None:
         pass
@@ -117,6 +123,10 @@ class TimedSinkGroup:
                 self.timer.add(name, self.timer.clock() - start)
         if record:
             self.timer.add("write", self.timer.clock() - total_start)
+
+    def finish(self) -> None:
+        for sink in self.sinks:
+            sink.finish()
 
     def close(self, keep: bool = True) -> None:
         errors = []
