@@ -13,8 +13,7 @@ from posetrack_app.config import load_config
 from posetrack_app.errors import UserError
 from posetrack_app.ops.affine import (apply_affine, boxes_to_regions, invert_affine, region_to_crop_matrices,
                                       warp_crops)
-from posetrack_app.ops.heatmap import (decode_heatmaps, flip_back, merge_flip_test, quarter_offset_refine,
-                                       argmax_2d)
+from posetrack_app.ops.heatmap import decode_heatmaps, flip_back, merge_flip_test
 from posetrack_app.pose.topdown import TopDownEstimator
 from posetrack_app.skeleton import COCO17, POSETRACK18
 from posetrack_app.structures import Detections, Frame, Poses
@@ -135,22 +134,6 @@ def test_reference_decoder_error_is_at_most_a_quarter_cell():
     assert np.abs(decoded - coords_hm).max() <= 0.25 + 1e-6
 
 
-@pytest.mark.parametrize("peak_xy,neighbours,expected_xy", [
-    ((0, 0), {(1, 0): 0.5, (0, 1): 0.5}, (0, 0)),           # corner: no pair of neighbours on either axis
-    ((47, 63), {(46, 63): 0.5, (47, 62): 0.5}, (47, 63)),
-    ((0, 30), {(1, 30): 0.5, (0, 31): 0.5}, (0, 30.25)),    # x at the border; y moves toward the higher cell
-    ((10, 20), {(11, 20): 0.5, (10, 19): 0.5}, (10.25, 19.75)),
-    ((10, 20), {(9, 20): 0.5, (11, 20): 0.5}, (10, 20)),    # equal neighbours: no offset
-])
-def test_quarter_offset_at_borders(peak_xy, neighbours, expected_xy):
-    heatmaps = np.zeros((1, 1) + HEATMAP_HW, np.float32)
-    heatmaps[0, 0, peak_xy[1], peak_xy[0]] = 1.0
-    for (x, y), value in neighbours.items():
-        heatmaps[0, 0, y, x] = value
-    coords, _ = argmax_2d(heatmaps)
-    assert np.allclose(quarter_offset_refine(heatmaps, coords)[0, 0], expected_xy)
-
-
 def test_dark_keeps_argmax_where_the_peak_is_not_a_maximum():
     flat = np.zeros((2, 3) + HEATMAP_HW, np.float32)
     coords, scores = decode_heatmaps(flat, dark=True)
@@ -255,6 +238,123 @@ def test_zero_boxes_give_empty_poses_without_calling_the_network():
     estimator = TopDownEstimator(_placeholder_backend(), skeleton=POSETRACK18)
     poses = estimator(Frame(0, np.zeros((50, 60, 3), np.uint8)), Detections.empty())
     assert len(poses) == 0 and poses.num_keypoints == 17
+
+
+class ConstantBackend:
+    """A stand-in network whose heatmaps are the same given [K, h, w] for every crop."""
+
+    def __init__(self, heatmap: np.ndarray, device: str = "cpu"):
+        self.input_hw, self.num_keypoints, self.device = INPUT_HW, heatmap.shape[0], device
+        self.heatmap = torch.from_numpy(heatmap)
+
+    def infer(self, batch):
+        return self.heatmap.to(batch.device).expand(batch.shape[0], -1, -1, -1).clone()
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("clip_scores", [False, True])
+def test_estimator_keeps_raw_scores_and_puts_unseen_joints_at_the_region_corner(clip_scores):
+    """Paper mode through the whole estimator: a joint whose heatmap maximum is <= 0 lands on heatmap cell (0, 0),
+    which is the crop region's top-left corner (center - size / 2) in the image; scores are the raw maxima unless
+    clip_scores."""
+    heatmap = np.full((17,) + HEATMAP_HW, -0.25, np.float32)
+    heatmap[1:, 30, 20] = 1.4                  # joints 1.. peak above 1 at an inner cell
+    estimator = TopDownEstimator(ConstantBackend(heatmap), skeleton=COCO17, flip_test=False,
+                                 clip_scores=clip_scores)
+    boxes = np.array([[100, 50, 250, 400], [300, 200, 330, 260]], np.float32)
+    poses = estimator(Frame(0, np.zeros((480, 640, 3), np.uint8)), Detections(boxes, [0.9, 0.8]))
+    centers, sizes = estimator.regions(boxes)
+    assert np.allclose(poses.keypoints[:, 0], centers - sizes / 2, atol=1e-3)
+    expected = [0.0, 1.0] if clip_scores else [-0.25, 1.4]
+    assert np.allclose(poses.keypoint_scores[:, 0], expected[0]) and np.allclose(poses.keypoint_scores[:, 1:], expected[1])
+
+
+def _reference_poses(image, boxes, backend, skeleton, flip):
+    """The estimator's result computed with the host-side numpy functions alone (cv2 crops, numpy flip merge and
+    decode): the implementation before decoding moved to the device."""
+    estimator = TopDownEstimator(backend, skeleton=skeleton, flip_test=False, device_crops=False)
+    centers, sizes = estimator.regions(boxes)
+    h, w = INPUT_HW
+    crops = warp_crops(image, region_to_crop_matrices(centers, sizes, (w, h)), (w, h))
+    batch = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255.0 for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    batch = (batch - mean) / std
+    heatmaps = backend.infer(batch).numpy()
+    if flip:
+        heatmaps = merge_flip_test(heatmaps, backend.infer(torch.flip(batch, dims=[3])).numpy(),
+                                   skeleton.flip_permutation)
+    coords, scores = decode_heatmaps(heatmaps)
+    to_image = invert_affine(region_to_crop_matrices(centers, sizes, HEATMAP_HW[::-1]))
+    return apply_affine(coords, to_image).astype(np.float32), scores
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_device_decoding_gives_the_host_reference_results(flip):
+    """The estimator (torch flip merge and decode on the backend's device, cv2 crops) reproduces the host-side
+    numpy pipeline exactly, with a small real network so that heatmaps are not synthetic."""
+    from test_hrnet import tiny_hrnet
+    from posetrack_app.pose.backends.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    backend = TorchBackend(tiny_hrnet(17), input_hw=INPUT_HW, num_keypoints=17)
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+    boxes = np.array(BOXES["several"] + BOXES["top_left_border"], np.float32)
+    expected_keypoints, expected_scores = _reference_poses(image, boxes, backend, COCO17, flip)
+    estimator = TopDownEstimator(backend, skeleton=COCO17, flip_test=flip)
+    poses = estimator(Frame(0, image), Detections(boxes, np.full(len(boxes), 0.9)))
+    assert np.array_equal(poses.keypoints, expected_keypoints)
+    assert np.array_equal(poses.keypoint_scores, expected_scores)
+
+
+def test_device_crops_on_the_cpu_match_the_cv2_crops():
+    """The torch crop path (what runs on a GPU) run on the CPU: within cv2's fixed-point rounding of the cv2 path
+    (1 grey level, test_gpu_crop.py), in normalised units."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+    boxes = np.array(BOXES["several"] + BOXES["bottom_right_border"], np.float32)
+    host = TopDownEstimator(_placeholder_backend(), skeleton=COCO17, device_crops=False)
+    device = TopDownEstimator(_placeholder_backend(), skeleton=COCO17, device_crops=True)
+    centers, sizes = host.regions(boxes)
+    a, b = host.crop_batch(image, centers, sizes), device.crop_batch(image, centers, sizes)
+    assert a.shape == b.shape == (len(boxes), 3) + INPUT_HW
+    assert (a - b).abs().max() <= 1.0 / (255 * 0.224) + 1e-5   # 1 grey level / the smallest std
+
+
+@pytest.mark.needs_cuda
+def test_cuda_estimator_does_not_synchronise_before_the_network():
+    """Crop, flip and network enqueue on the GPU without a host synchronisation (torch raises on one in sync
+    debug mode); the results agree with the same code on the CPU."""
+    from test_hrnet import tiny_hrnet
+    from posetrack_app.pose.backends.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    network = tiny_hrnet(17)
+    backend = TorchBackend(network, input_hw=INPUT_HW, num_keypoints=17, device="cuda", cuda_graphs=True)
+    estimator = TopDownEstimator(backend, skeleton=COCO17)
+    image = np.random.default_rng(8).integers(0, 255, size=(720, 1280, 3), dtype=np.uint8)
+    boxes = np.array(BOXES["several"], np.float32)
+    centers, sizes = estimator.regions(boxes)
+    estimator.heatmaps(estimator.crop_batch(image, centers, sizes))   # captures the CUDA graph (synchronises)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        heatmaps = estimator.heatmaps(estimator.crop_batch(image, centers, sizes))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    # The same torch crop code on the CPU gives the same heatmaps up to GPU arithmetic (TF32 convolutions) ...
+    cpu = TopDownEstimator(TorchBackend(network, input_hw=INPUT_HW, num_keypoints=17), skeleton=COCO17,
+                           device_crops=True)
+    cpu_heatmaps = cpu.heatmaps(cpu.crop_batch(image, centers, sizes))
+    assert torch.allclose(heatmaps.cpu(), cpu_heatmaps, atol=1e-2 * float(cpu_heatmaps.abs().max()))
+    # ... and the device decoder gives what the host decoder gives for those heatmaps.
+    keypoints, scores = estimator.decode(heatmaps, centers, sizes)
+    coords, host_scores = decode_heatmaps(heatmaps.cpu().numpy())
+    to_image = invert_affine(region_to_crop_matrices(centers, sizes, HEATMAP_HW[::-1]))
+    assert np.array_equal(keypoints, apply_affine(coords, to_image).astype(np.float32))
+    assert np.array_equal(scores, host_scores)
 
 
 def test_warp_crops_pads_outside_with_black():

@@ -11,6 +11,12 @@ positions to 1/32 pixel and rounds to uint8); tests/test_gpu_crop.py asserts the
 
 The frame (uint8 BGR [H, W, 3]) crosses to the GPU once per frame, through a reused pinned host buffer and a
 non-blocking copy (`FrameUploader`); it is converted to float once, on the device.
+
+No host synchronisation: a host-to-device copy from ordinary (pageable) memory makes torch wait for everything
+queued on the stream before it returns, so a per-frame `torch.as_tensor(..., device="cuda")` stalls the CPU
+until the GPU has caught up, and with another Python thread busy (reader, writer) each such wait can also cost a
+GIL hand-over. Everything per frame that crosses here (frame, sampling matrices) goes through pinned memory with
+`non_blocking=True`; constants (normalisation) live on the device from construction (`DeviceCropper`).
 """
 from __future__ import annotations
 
@@ -47,8 +53,17 @@ def sampling_grid(matrices, image_hw: Tuple[int, int], output_wh: Tuple[int, int
                               [0.0, 2.0 / img_h, 1.0 / img_h - 1.0]])
     inverse_h = np.concatenate([inverse, np.broadcast_to([[[0.0, 0.0, 1.0]]], (len(inverse), 1, 3))], axis=1)
     theta = np.einsum("ij,njk,kl->nil", to_image_norm, inverse_h, from_crop_norm)
-    theta_t = torch.as_tensor(theta, dtype=torch.float32, device=device)
+    theta_t = to_device_async(torch.from_numpy(theta.astype(np.float32)), device)
     return F.affine_grid(theta_t, [len(theta), 1, out_h, out_w], align_corners=False)
+
+
+def to_device_async(host: torch.Tensor, device) -> torch.Tensor:
+    """A small host tensor on `device` without a host synchronisation: through pinned memory and a non-blocking copy
+    on CUDA (torch's pinned allocator keeps the staging block alive until the copy has run); as is on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def warp_crops_torch(image_chw: torch.Tensor, matrices, output_wh: Tuple[int, int]) -> torch.Tensor:
@@ -103,27 +118,54 @@ class FrameUploader:
         return on_device.permute(2, 0, 1).float()
 
 
+class DeviceCropper:
+    """All person crops of a frame as the network input, on `device`: `cropper(image_bgr, matrices)` ->
+    float [B, 3, h, w], RGB, (x - 255 mean) / (255 std) (the arithmetic of the cv2 path in TopDownEstimator).
+
+    Built once per estimator: the uploader's pinned buffer and the normalisation constants stay on the device, so
+    a frame costs one frame upload, one matrix upload (both non-blocking), and five device ops.
+    output_wh: crop (width, height); mean_rgb / std_rgb: 0..1 scale, RGB order, or None for 0..255 values;
+    to_rgb: reorder BGR -> RGB; dtype: output dtype (computed in float32).
+    """
+
+    def __init__(self, output_wh: Tuple[int, int], *, device="cpu", mean_rgb: Optional[Sequence[float]] = None,
+                 std_rgb: Optional[Sequence[float]] = None, to_rgb: bool = True,
+                 dtype: torch.dtype = torch.float32):
+        if (mean_rgb is None) != (std_rgb is None):
+            raise ValueError("give both mean_rgb and std_rgb, or neither")
+        self.output_wh = (int(output_wh[0]), int(output_wh[1]))
+        self.device = torch.device(device)
+        self.uploader = FrameUploader(self.device)
+        self.to_rgb = to_rgb
+        self.dtype = dtype
+        self._mean_255 = self._std_255 = None
+        if mean_rgb is not None:
+            mean = torch.tensor(mean_rgb, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+            std = torch.tensor(std_rgb, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+            if not to_rgb:
+                mean, std = mean.flip(1), std.flip(1)
+            # Copied once here (blocking is fine at construction).
+            self._mean_255, self._std_255 = mean.to(self.device), std.to(self.device)
+
+    def __call__(self, image_bgr: np.ndarray, matrices) -> torch.Tensor:
+        image = self.uploader.upload(image_bgr)
+        if self.to_rgb:
+            image = image.flip(0)
+        crops = warp_crops_torch(image, matrices, self.output_wh)
+        if self._mean_255 is not None:
+            crops = (crops - self._mean_255) / self._std_255
+        return crops.to(self.dtype)
+
+
 def crop_batch(image_bgr: np.ndarray, matrices, output_wh: Tuple[int, int], *, device="cpu",
-               uploader: Optional[FrameUploader] = None, to_rgb: bool = True,
-               mean_rgb: Optional[Sequence[float]] = None, std_rgb: Optional[Sequence[float]] = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Network input [B, 3, h, w] for all crops of one frame.
+               to_rgb: bool = True, mean_rgb: Optional[Sequence[float]] = None,
+               std_rgb: Optional[Sequence[float]] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Network input [B, 3, h, w] for all crops of one frame, in one call (a throw-away DeviceCropper: per-frame
+    code keeps one DeviceCropper instead).
 
     image_bgr: uint8 [H, W, 3]; matrices: [B, 2, 3] image -> crop (cv2.warpAffine convention).
     to_rgb: reorder BGR -> RGB. mean_rgb / std_rgb (0..1 scale, RGB order): when given, the output is
-    (x / 255 - mean) / std, else 0..255 values. dtype: output dtype (computed in float32).
+    (x - 255 mean) / (255 std), else 0..255 values. dtype: output dtype (computed in float32).
     """
-    uploader = uploader or FrameUploader(device)
-    image = uploader.upload(image_bgr)
-    if to_rgb:
-        image = image.flip(0)
-    crops = warp_crops_torch(image, matrices, output_wh)
-    if (mean_rgb is None) != (std_rgb is None):
-        raise ValueError("give both mean_rgb and std_rgb, or neither")
-    if mean_rgb is not None:
-        mean = torch.as_tensor(mean_rgb, dtype=torch.float32, device=crops.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(std_rgb, dtype=torch.float32, device=crops.device).view(1, -1, 1, 1)
-        if not to_rgb:
-            mean, std = mean.flip(1), std.flip(1)
-        crops = (crops * (1.0 / 255.0) - mean) / std
-    return crops.to(dtype)
+    cropper = DeviceCropper(output_wh, device=device, mean_rgb=mean_rgb, std_rgb=std_rgb, to_rgb=to_rgb, dtype=dtype)
+    return cropper(image_bgr, matrices)
