@@ -5,7 +5,6 @@ that is said once; a configured file that is missing is handled here too.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Optional, Set
@@ -39,6 +38,11 @@ def build_detector(cfg: AppConfig):
     from .detection.yolo_onnx import YoloPoseDetector
 
     d = cfg.detector
+    if d.input_size == "auto":
+        from .config import replace
+        from .input_size import AutoInputSizeDetector
+
+        return AutoInputSizeDetector(lambda size: build_detector(replace(cfg, **{"detector.input_size": size})))
     return YoloPoseDetector.from_model(
         d.model,
         input_size=d.input_size,
@@ -103,16 +107,11 @@ def build_tracker(cfg: AppConfig, skeleton):
     t = cfg.tracker
     if t.kind == "iou":
         from .tracking.iou_tracker import IouTracker
-        return IouTracker(
-            skeleton=skeleton,
-            match_iou_threshold=t.iou.match_iou_threshold,
-            max_lost_frames=t.iou.max_lost_frames,
-            new_track_min_score=t.iou.new_track_min_score,
-        )
+        return IouTracker.from_config(t.iou, skeleton)
     if t.kind == "flowtrack":
         from .tracking.flowtrack import FlowTracker
         try:
-            return FlowTracker(skeleton=skeleton, **dataclasses.asdict(t.flow))
+            return FlowTracker.from_config(t.flow, skeleton)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: flowtrack, iou")

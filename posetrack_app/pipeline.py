@@ -14,35 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence
 
-import numpy as np
-
 from .config import TrackerConfig
-from .ops.boxes import nms
 from .structures import Detections, Frame, Tracks
 from .timing import SmoothedFps, StageTimer
+from .tracking.merge import merge_detections
 
 log = logging.getLogger(__name__)
-
-
-def merge_detections(detections: Detections, proposals: Detections, iou_threshold: float) -> Detections:
-    """Union of detector boxes and tracker-propagated boxes, duplicates removed by NMS (higher score wins).
-
-    Keypoints survive the merge when both sides carry them with the same K; otherwise they are dropped.
-    """
-    if len(proposals) == 0:
-        return detections
-    if len(detections) == 0:
-        return proposals
-    keypoints = None
-    if (detections.keypoints is not None and proposals.keypoints is not None
-            and detections.keypoints.shape[1] == proposals.keypoints.shape[1]):
-        keypoints = np.concatenate([detections.keypoints, proposals.keypoints])
-    merged = Detections(
-        np.concatenate([detections.boxes_xyxy, proposals.boxes_xyxy]),
-        np.concatenate([detections.scores, proposals.scores]),
-        keypoints,
-    )
-    return merged.select(nms(merged.boxes_xyxy, merged.scores, iou_threshold))
 
 
 class Pipeline:

@@ -44,8 +44,8 @@ def test_parse_override(text, expected):
 @pytest.mark.parametrize("overrides, message", [
     (["detector.bogus=1"], "unknown config key detector.bogus; valid keys here: model, input_size"),
     (["nosuchsection.x=1"], "unknown config key nosuchsection"),
-    (["detector.input_size=big"], "detector.input_size expects int"),
-    (["detector.input_size=1.5"], "detector.input_size expects int"),
+    (["detector.input_size=big"], "detector.input_size must be in [32, 3840] or one of 'auto', got 'big'"),
+    (["detector.input_size=1.5"], "detector.input_size expects int or str"),
     (["render.draw_boxes=3"], "render.draw_boxes expects bool"),
     (["detector=3"], "detector must be a mapping"),
     (["no_equals_sign"], "--set expects KEY=VALUE"),
@@ -102,7 +102,7 @@ NUMERIC_FIELDS = list(_numeric_fields(AppConfig))
 
 
 def test_every_numeric_field_declares_its_range():
-    assert len(NUMERIC_FIELDS) > 30
+    assert len(NUMERIC_FIELDS) > 20
     missing = [key for key, f in NUMERIC_FIELDS if "range" not in f.metadata]
     assert not missing, f"config fields without a declared range: {missing}"
 

@@ -30,7 +30,9 @@ POINTS = np.float32([[100, 100], [160, 120], [60, 70], [220, 180]])
 ])
 def test_known_translation_is_recovered(method, downscale, shift, tolerance_px):
     gray = _texture()
-    flow = KeypointFlow(method, downscale=downscale)
+    # At full resolution a 21-px window with 3 levels reaches as far as the default 11 px and 2 levels at half size.
+    reach = dict(window_px=21, pyramid_levels=3) if downscale == 1.0 else {}
+    flow = KeypointFlow(method, downscale=downscale, **reach)
     flow.next_frame(_shifted(gray, 0, 0))
     flow.next_frame(_shifted(gray, *shift))
     result = flow.track(POINTS)

@@ -6,7 +6,8 @@ from posetrack_app.skeleton import COCO17
 from posetrack_app.structures import Frame, Poses
 from posetrack_app.tracking.iou_tracker import IouTracker
 
-FRAME = Frame(0, np.zeros((8, 8, 3), np.uint8))
+IMAGE = np.zeros((8, 8, 3), np.uint8)
+FRAME = Frame(0, IMAGE)  # timestamps that do not advance: the tracker counts 1/30 s per frame
 
 
 def _poses(boxes, scores=None):
@@ -18,7 +19,7 @@ def _poses(boxes, scores=None):
 
 
 def _tracker(**kw):
-    args = dict(skeleton=COCO17, match_iou_threshold=0.3, max_lost_frames=5, new_track_min_score=0.4)
+    args = dict(skeleton=COCO17, match_iou_threshold=0.3, max_lost_s=5 / 30, new_track_min_score=0.4)
     args.update(kw)
     return IouTracker(**args)
 
@@ -36,15 +37,19 @@ def test_two_walkers_keep_ids():
     assert all(d == {100.0: 1, 150.0: 2} for d in ids_over_time)
 
 
-def test_short_occlusion_keeps_id_long_one_retires_it():
-    tracker = _tracker(max_lost_frames=5)
-    assert tracker.update(FRAME, _poses([_box(10)])).track_ids.tolist() == [1]
-    for _ in range(5):
-        assert len(tracker.update(FRAME, _poses([]))) == 0
-    assert tracker.update(FRAME, _poses([_box(12)])).track_ids.tolist() == [1]
-    for _ in range(6):
-        tracker.update(FRAME, _poses([]))
-    assert tracker.update(FRAME, _poses([_box(12)])).track_ids.tolist() == [2]
+@pytest.mark.parametrize("fps", [7.0, 25.0, 30.0])
+def test_short_occlusion_keeps_id_long_one_retires_it(fps):
+    """max_lost_s is seconds of the source's clock: 0.5 s is 3 frames at 7 fps and 15 at 30 fps."""
+    tracker = _tracker(max_lost_s=0.5)
+    frames = iter(Frame(i, IMAGE, i / fps) for i in range(1000))
+    kept = int(np.floor(0.5 * fps + 1e-9)) + 1  # missed frames after which the id can still come back (ages 0 .. 0.5 s)
+    assert tracker.update(next(frames), _poses([_box(10)])).track_ids.tolist() == [1]
+    for _ in range(kept):
+        assert len(tracker.update(next(frames), _poses([]))) == 0
+    assert tracker.update(next(frames), _poses([_box(12)])).track_ids.tolist() == [1]
+    for _ in range(kept + 1):
+        tracker.update(next(frames), _poses([]))
+    assert tracker.update(next(frames), _poses([_box(12)])).track_ids.tolist() == [2]
 
 
 def test_fast_motion_breaks_identity():

@@ -2,9 +2,7 @@
 import numpy as np
 import pytest
 
-from posetrack_app.skeleton import COCO17
-from posetrack_app.structures import Poses
-from posetrack_app.tracking.matching import get_matcher, greedy_match, hungarian_match, pose_oks
+from posetrack_app.tracking.matching import get_matcher, greedy_match, hungarian_match
 
 CASES = [
     # similarity, threshold, greedy pairs, hungarian pairs
@@ -42,12 +40,3 @@ def test_get_matcher_names_the_choices():
     with pytest.raises(ValueError, match="greedy, hungarian"):
         get_matcher("auction")
 
-
-def test_pose_oks_uses_box_area_of_the_second_set():
-    k = COCO17.num_keypoints
-    kp = np.tile(np.arange(k, dtype=np.float32)[:, None], (1, 2))[None] * 5
-    ones = np.ones((1, k), np.float32)
-    a = Poses(kp + 2.0, ones, [[0, 0, 100, 100]], [1.0])
-    small = Poses(kp, ones, [[0, 0, 20, 20]], [1.0])
-    big = Poses(kp, ones, [[0, 0, 200, 200]], [1.0])
-    assert pose_oks(a, small, COCO17.sigmas)[0, 0] < pose_oks(a, big, COCO17.sigmas)[0, 0] < 1.0

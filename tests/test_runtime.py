@@ -8,7 +8,7 @@ import pytest
 
 from posetrack_app.io.sinks import JsonLinesSink, MotChallengeSink, VideoSink
 from posetrack_app.io.sources import FrameSource, ThreadedReader
-from posetrack_app.pipeline import Pipeline, merge_detections, run_stream
+from posetrack_app.pipeline import Pipeline, run_stream
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
 from posetrack_app.skeleton import COCO17
 from posetrack_app.structures import Detections, Frame
@@ -58,7 +58,7 @@ class InterruptAt:
 
 def _pipeline(detector=None):
     return Pipeline(detector or BoxDetector(), DetectorKeypointPoses(),
-                    IouTracker(skeleton=COCO17, match_iou_threshold=0.3, max_lost_frames=5, new_track_min_score=0.4))
+                    IouTracker(skeleton=COCO17, match_iou_threshold=0.3, max_lost_s=0.5, new_track_min_score=0.4))
 
 
 def _sinks(tmp_path):
@@ -130,18 +130,3 @@ def test_reader_errors_reach_the_consumer():
     with pytest.raises(OSError, match="disk gone"):
         list(reader)
     reader.close()
-
-
-@pytest.mark.parametrize("proposal_boxes, expected_count", [
-    ([], 1),                       # nothing propagated: the detection alone
-    ([[10, 30, 30, 90]], 1),       # propagated box duplicates the detection: merged away
-    ([[100, 30, 120, 90]], 2),     # a person the detector missed: kept
-])
-def test_merge_detections(proposal_boxes, expected_count):
-    detections = BoxDetector()(next(SyntheticSource(1).frames()))
-    n = len(proposal_boxes)
-    proposals = Detections(np.asarray(proposal_boxes, np.float32).reshape(-1, 4), np.full(n, 0.5),
-                           np.zeros((n, 17, 3), np.float32))
-    merged = merge_detections(detections, proposals, iou_threshold=0.5)
-    assert len(merged) == expected_count
-    assert merged.keypoints is not None and merged.scores[0] == pytest.approx(0.9)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -49,12 +48,16 @@ class KeypointFlow:
     downscale: factor applied to the frames before flow (1.0 = full resolution, 0.5 = half width and height).
     window_px: Lucas-Kanade window side in (downscaled) pixels; pyramid_levels: extra pyramid levels (LK).
     fb_max_error_px: forward-backward error (full-resolution pixels) above which a point is unreliable.
+    The defaults are FlowTracker's: half resolution with an 11-px window and 2 extra levels reaches as far in
+    full-resolution pixels as 21 px and 3 levels at full size, with the same PETS09 accuracy (MOTA 63.7 / IDF1 59.1
+    vs 63.8 / 59.8 at detector size 960) at about half the cost; 0.5 px forward-backward error: flow precision
+    is a property of the image texture, not of the person's size.
     dense_fb_check: also compute the backward dense field for the consistency check (doubles dense cost).
     dis_preset: "ultrafast" | "fast" | "medium".
     """
 
-    def __init__(self, method: str = "lk", *, downscale: float = 1.0, window_px: int = 21,
-                 pyramid_levels: int = 3, fb_max_error_px: float = 1.0, dense_fb_check: bool = True,
+    def __init__(self, method: str = "lk", *, downscale: float = 0.5, window_px: int = 11,
+                 pyramid_levels: int = 2, fb_max_error_px: float = 0.5, dense_fb_check: bool = True,
                  dis_preset: str = "fast", lk_max_iterations: int = 30, lk_epsilon_px: float = 0.01):
         if method not in FLOW_METHODS:
             raise ValueError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
@@ -166,10 +169,3 @@ class KeypointFlow:
         back = moved + self._sample(self._backward, moved)
         return moved, ok, np.linalg.norm(back - points, axis=1)
 
-
-def build_keypoint_flow(method: str, downscale: float, window_px: int, pyramid_levels: int,
-                        fb_max_error_px: float, dense_fb_check: bool = True, dis_preset: str = "fast",
-                        ) -> Optional[KeypointFlow]:
-    """Convenience constructor mirroring the config fields (used by FlowTracker)."""
-    return KeypointFlow(method, downscale=downscale, window_px=window_px, pyramid_levels=pyramid_levels,
-                        fb_max_error_px=fb_max_error_px, dense_fb_check=dense_fb_check, dis_preset=dis_preset)

@@ -5,121 +5,80 @@ Shape glossary:
     Keypoints are continuous image pixels [.., K, 2]; keypoint scores [.., K] in [0, 1]; boxes xyxy [.., 4].
 
 Per frame t (the pipeline calls `propose`, merges boxes, runs the pose stage, then calls `update`):
-  1. Propagate (`propose`): every track's joints at t-1 are moved into frame t by optical flow, computed once
-     per frame pair (KeypointFlow) and reused by `update`. A propagated box is the extent of the propagated
-     joints, enlarged (`box_enlarge_ratio`). Reported tracks are proposed as Detections whose keypoints are the
-     warped joints [N, K, 3], so a person the detector missed is still estimated from the propagated box.
-  2. Unify: the pipeline merges detected and propagated boxes by box NMS.
-  3. Pose NMS (`update`): duplicate poses are removed by OKS-NMS, detector-backed poses first.
-  4. Associate: OKS between each detector-backed pose and the flow-warped pose of every track seen in the last
-     `max_lost_frames` frames (area from the warped box, growing while a track is lost); greedy matching takes
-     the highest pair above `match_oks_threshold`, removes its row and column, and repeats. Detector-backed
-     poses left over are matched to the remaining tracks by box IoU with the propagated box
-     (`fallback_iou_threshold`; 1.0 turns it off). A pose that exists only because a track proposed its box may
-     continue that track only (last stage). Unmatched detector-backed poses start new tracks.
+  1. Propagate (`propose`): every track's joints at t-1 are moved into frame t by sparse Lucas-Kanade flow
+     (KeypointFlow), computed once per frame pair and reused by `update`. A propagated box is the track's last box
+     shifted by the median motion of its reliably flowed joints. Only a reported track that a detection backed
+     at most `max_propagation_s` ago, whose joints flow reliably, proposes its box, with provenance `proposed_by`
+     = its id, so propagation only adds a person the detector missed, and only while there is evidence.
+  2. Merge (tracking/merge.py): detector boxes always win over propagated boxes that overlap them.
+  3. Pose NMS (`_suppress_duplicates`): a propagated pose that duplicates a detector pose (OKS above
+     `pose_nms_oks_threshold`) is dropped, never the detector pose; duplicates among detector poses are dropped
+     by score.
+  4. Associate (`_associate`): detector poses against the flow-warped poses of all live tracks by OKS, greedily
+     (highest pair first, `match_oks_threshold`); leftovers against still-free tracks by box IoU; a propagated
+     pose may continue only the track that proposed it.
+  5. Life cycle (`_update_life_cycle`): a new track starts from an unmatched detector pose scoring at least
+     `new_track_min_score`. It is reported at once only when that score reaches `confirm_score`; otherwise it stays
+     tentative until a second detector hit in the next frame (a tentative track that misses a frame is dropped), so
+     a single weak detection never becomes a reported person. A reported track that finds no pose is lost: not
+     reported, moved by a constant-velocity Kalman filter on its box centre, and kept `max_lost_s` seconds so its id
+     can come back.
+  6. Report (`_report`): the confirmed tracks matched in this frame.
 
-Track states: tentative (not yet reported, needs `min_hits_to_confirm` detector-backed matches), tracked,
-lost (not reported; propagated by flow or a constant-velocity Kalman filter for `max_lost_frames` so the same
-id comes back), removed. A pose carried by propagation alone has its scores decayed every frame
-(`propagated_score_decay`); when its pose score falls below `min_propagated_pose_score` its track is lost.
-
+Time is in seconds, from Frame.timestamp_s (the source's frame rate); where timestamps do not advance, frames are
+taken as 1/30 s apart. Distances that decide a match are relative to the person (OKS scales with the box area).
 The tracker never draws and never reads files; ids come from a per-instance counter; `reset()` restarts them.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
 
 from ..config import FlowTrackConfig
 from ..ops.boxes import box_areas, box_iou
 from ..ops.oks import oks_matrix, oks_nms
 from ..skeleton import Skeleton
-from ..structures import Detections, Frame, Poses, Tracks
-from .flow import FLOW_METHODS, KeypointFlow
-from .matching import get_matcher
+from ..structures import DETECTOR, Detections, Frame, Poses, Tracks
+from .flow import KeypointFlow
+from .matching import greedy_match
+from .smoothing import SMOOTHERS, SMOOTHING_CHOICES, box_center_kalman
 
 log = logging.getLogger(__name__)
 
 TENTATIVE, TRACKED, LOST, REMOVED = "tentative", "tracked", "lost", "removed"
-LOST_MOTIONS = ("flow_or_kalman", "kalman", "flow")
-PROPAGATED_BOXES = ("joints", "shift")
-SMOOTHERS = ("none", "one_euro", "kalman")
 
-# A pose whose box has IoU at least this with a box the tracker proposed was estimated in that box: it exists
-# because of propagation. An identity test (the pose stage reports the box it used), not a tuning knob.
-_SAME_BOX_IOU = 0.99
-
-
-def _box_center_kalman(center_xy: np.ndarray, process_noise_px: float, measurement_noise_px: float) -> KalmanFilter:
-    """Constant-velocity filter on a box centre: state (x, y, vx, vy) in pixels and pixels per frame."""
-    kf = KalmanFilter(dim_x=4, dim_z=2)
-    kf.F = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
-    kf.H = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=float)
-    kf.R = np.eye(2) * measurement_noise_px ** 2
-    q = process_noise_px ** 2
-    # Piecewise-constant white acceleration, dt = 1 frame.
-    kf.Q = q * np.array([[0.25, 0, 0.5, 0], [0, 0.25, 0, 0.5], [0.5, 0, 1, 0], [0, 0.5, 0, 1]], dtype=float)
-    kf.P = np.diag([measurement_noise_px ** 2, measurement_noise_px ** 2, 10.0 ** 2, 10.0 ** 2])
-    kf.x = np.array([center_xy[0], center_xy[1], 0.0, 0.0], dtype=float)
-    return kf
-
-
-class _OneEuro:
-    """One-Euro filter over all joints of one track (Casiez et al., CHI 2012): keypoints [K, 2]."""
-
-    def __init__(self, min_cutoff_hz: float, beta: float, derivative_cutoff_hz: float):
-        self.min_cutoff_hz, self.beta, self.derivative_cutoff_hz = min_cutoff_hz, beta, derivative_cutoff_hz
-        self._value = None
-        self._derivative = None
-
-    @staticmethod
-    def _alpha(cutoff_hz, dt_s):
-        tau = 1.0 / (2.0 * np.pi * cutoff_hz)
-        return 1.0 / (1.0 + tau / dt_s)
-
-    def __call__(self, keypoints: np.ndarray, dt_s: float) -> np.ndarray:
-        if self._value is None:
-            self._value = keypoints.astype(np.float64)
-            self._derivative = np.zeros_like(self._value)
-            return keypoints.copy()
-        derivative = (keypoints - self._value) / dt_s
-        a_d = self._alpha(self.derivative_cutoff_hz, dt_s)
-        self._derivative = a_d * derivative + (1 - a_d) * self._derivative
-        speed = np.linalg.norm(self._derivative, axis=-1, keepdims=True)
-        a = self._alpha(self.min_cutoff_hz + self.beta * speed, dt_s)
-        self._value = a * keypoints + (1 - a) * self._value
-        return self._value.astype(np.float32)
-
-
-class _KeypointKalman:
-    """Constant-velocity Kalman filter on all joints of one track (filterpy): state [2K positions, 2K velocities]."""
-
-    def __init__(self, keypoints: np.ndarray, process_noise_px: float, measurement_noise_px: float):
-        k2 = keypoints.size
-        kf = KalmanFilter(dim_x=2 * k2, dim_z=k2)
-        eye = np.eye(k2)
-        kf.F = np.block([[eye, eye], [np.zeros_like(eye), eye]])
-        kf.H = np.hstack([eye, np.zeros_like(eye)])
-        kf.R = eye * measurement_noise_px ** 2
-        q = process_noise_px ** 2
-        kf.Q = q * np.block([[0.25 * eye, 0.5 * eye], [0.5 * eye, eye]])
-        kf.P = np.block([[eye * measurement_noise_px ** 2, 0 * eye], [0 * eye, eye * 10.0 ** 2]])
-        kf.x = np.concatenate([keypoints.reshape(-1), np.zeros(k2)]).astype(float)
-        self.kf = kf
-        self._first = True
-
-    def __call__(self, keypoints: np.ndarray, dt_s: float) -> np.ndarray:
-        if self._first:
-            self._first = False
-            return keypoints.copy()
-        self.kf.predict()
-        self.kf.update(keypoints.reshape(-1).astype(float))
-        return self.kf.x[: keypoints.size].reshape(keypoints.shape).astype(np.float32)
+# -- constants (named, with their reasons; the user-facing settings are FlowTrackConfig's) --
+# Frame interval assumed when timestamps do not advance (images without a frame rate): the common video rate.
+DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0
+# Joints scored below this are not flowed (detectors place unseen joints anywhere); they follow their person's
+# median motion instead.
+FLOW_MIN_KEYPOINT_SCORE = 0.2
+# A flowed joint that fails the forward-backward check keeps its person's median motion and has its score
+# multiplied by this, so a person whose joints flow cannot follow (an occluder in front) stops being carried soon.
+UNRELIABLE_SCORE_FACTOR = 0.3
+# Evidence needed to propose a propagated box: at least this fraction of the track's flowed joints reliable.
+MIN_RELIABLE_JOINT_FRACTION = 0.5
+# Scores of a pose carried by flow alone fall by this factor per second since its last detection, so carried
+# poses rank below detected ones and fade out (0.8 per second: the PETS09-tuned 0.97 per frame at 7 fps).
+PROPAGATED_SCORE_DECAY_PER_S = 0.8
+# A carried pose whose mean keypoint score falls below this ends its track's run (the pose stage found no person
+# in the propagated box, or the decay has run long).
+MIN_PROPAGATED_POSE_SCORE = 0.25
+# Joints scored at or below this are left out of OKS (the official COCO/PoseTrack practice of ignoring unlabelled
+# joints, applied to predictions).
+OKS_KEYPOINT_SCORE_THRESHOLD = 0.2
+# A detector pose that OKS left unmatched (jittery joints of a small person) continues a still-free track when its
+# box overlaps the track's propagated box at least this much; without it, it would start a second track on a
+# person that propagation is carrying.
+FALLBACK_IOU_THRESHOLD = 0.5
+# A lost track's OKS scale grows by this fraction per second lost: the longer a person is hidden, the less sure
+# the tracker is where they are (0.15 per frame at 7 fps on PETS09).
+LOST_SCALE_GROWTH_PER_S = 1.0
+# Detector hits a tentative (weak) track needs, in consecutive frames, before it is reported.
+MIN_HITS_TO_CONFIRM = 2
 
 
 @dataclass
@@ -129,17 +88,18 @@ class _Track:
     keypoints: np.ndarray          # [K, 2] latest estimate
     keypoint_scores: np.ndarray    # [K]
     box_xyxy: np.ndarray           # [4]
-    box_score: float
-    kf: KalmanFilter
+    box_score: float               # of the last detection
+    kf: object                     # box-centre Kalman filter (smoothing.box_center_kalman)
+    last_detected_s: float
     hits: int = 1
-    frames_lost: int = 0
-    frames_propagated: int = 0     # consecutive frames continued by propagation alone
+    lost_since_s: Optional[float] = None
     smoother: Optional[object] = None
     # Warped into the current frame by `_advance`:
     pred_keypoints: Optional[np.ndarray] = None
     pred_scores: Optional[np.ndarray] = None
     pred_box: Optional[np.ndarray] = None
-    matched: bool = field(default=False)
+    flow_reliable: bool = False
+    matched: bool = False
 
 
 def _center(box_xyxy: np.ndarray) -> np.ndarray:
@@ -154,27 +114,47 @@ def _pose_score(keypoint_scores: np.ndarray) -> np.ndarray:
 class FlowTracker:
     """Multi-person pose tracker by flow propagation and greedy OKS matching.
 
-    propose(frame) -> Detections (propagated boxes, keypoints [N, K, 3]); update(frame, poses) -> Tracks;
-    reset() at sequence boundaries. All keyword arguments are the fields of config.FlowTrackConfig (see there for
-    their meaning and chosen defaults) plus `skeleton` (keypoint layout: K and OKS sigmas).
+    propose(frame) -> Detections (propagated boxes, keypoints [N, K, 3], proposed_by); update(frame, poses) ->
+    Tracks; reset() at sequence boundaries. The settings are FlowTrackConfig's (see there for their meaning and the
+    evidence for each default); `from_config` builds one from that section.
     """
 
-    def __init__(self, *, skeleton: Skeleton, **options):
-        cfg = dataclasses.replace(FlowTrackConfig(), **options)  # one set of defaults: the config's
-        for name, allowed in (("flow_method", FLOW_METHODS), ("lost_track_motion", LOST_MOTIONS),
-                              ("propagated_box", PROPAGATED_BOXES), ("smoothing", SMOOTHERS)):
-            if getattr(cfg, name) not in allowed:
-                raise ValueError(f"tracker.flow.{name}={getattr(cfg, name)!r} is not supported; "
-                                 f"choose one of {', '.join(allowed)}")
-        for f in dataclasses.fields(cfg):
-            setattr(self, f.name, getattr(cfg, f.name))
+    def __init__(self, *, skeleton: Skeleton,
+                 match_oks_threshold: float = FlowTrackConfig.match_oks_threshold,
+                 pose_nms_oks_threshold: float = FlowTrackConfig.pose_nms_oks_threshold,
+                 new_track_min_score: float = FlowTrackConfig.new_track_min_score,
+                 confirm_score: float = FlowTrackConfig.confirm_score,
+                 max_propagation_s: float = FlowTrackConfig.max_propagation_s,
+                 max_lost_s: float = FlowTrackConfig.max_lost_s,
+                 box_flow_weight: float = FlowTrackConfig.box_flow_weight,
+                 smoothing: str = FlowTrackConfig.smoothing):
+        if smoothing not in SMOOTHING_CHOICES:
+            raise ValueError(f"tracker.flow.smoothing={smoothing!r} is not supported; "
+                             f"choose one of {', '.join(SMOOTHING_CHOICES)}")
+        # Range checks live with the config fields: a tracker built by hand is checked the same way.
+        FlowTrackConfig(match_oks_threshold=match_oks_threshold, pose_nms_oks_threshold=pose_nms_oks_threshold,
+                        new_track_min_score=new_track_min_score, confirm_score=confirm_score,
+                        max_propagation_s=max_propagation_s, max_lost_s=max_lost_s, box_flow_weight=box_flow_weight,
+                        smoothing=smoothing)
         self.skeleton = skeleton
         self.sigmas = skeleton.sigmas
-        self.flow = KeypointFlow(cfg.flow_method, downscale=cfg.flow_downscale, window_px=cfg.flow_window_px,
-                                 pyramid_levels=cfg.flow_pyramid_levels, fb_max_error_px=cfg.flow_fb_max_error_px)
-        self.match = get_matcher(cfg.matcher)
-        self.one_euro = (cfg.one_euro_min_cutoff_hz, cfg.one_euro_beta, cfg.one_euro_derivative_cutoff_hz)
+        self.match_oks_threshold = match_oks_threshold
+        self.pose_nms_oks_threshold = pose_nms_oks_threshold
+        self.new_track_min_score = new_track_min_score
+        self.confirm_score = confirm_score
+        self.max_propagation_s = max_propagation_s
+        self.max_lost_s = max_lost_s
+        self.box_flow_weight = box_flow_weight
+        self.smoothing = smoothing
+        self.flow = KeypointFlow()
         self.reset()
+
+    @classmethod
+    def from_config(cls, cfg: FlowTrackConfig, skeleton: Skeleton) -> "FlowTracker":
+        return cls(skeleton=skeleton, match_oks_threshold=cfg.match_oks_threshold,
+                   pose_nms_oks_threshold=cfg.pose_nms_oks_threshold, new_track_min_score=cfg.new_track_min_score,
+                   confirm_score=cfg.confirm_score, max_propagation_s=cfg.max_propagation_s,
+                   max_lost_s=cfg.max_lost_s, box_flow_weight=cfg.box_flow_weight, smoothing=cfg.smoothing)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -184,15 +164,24 @@ class FlowTracker:
         self.flow.reset()
         self._advanced_key = None
         self._frames_seen = 0
-        self._last_timestamp_s = None
-        self._dt_s = 1.0 / self.smoothing_default_fps
-        self._proposal_boxes = np.zeros((0, 4), np.float32)
-        self._proposal_tracks: List[_Track] = []
+        self._now_s: Optional[float] = None
+        self._dt_s = DEFAULT_FRAME_INTERVAL_S
         self._flow_reliable_fraction = float("nan")
 
     @property
     def num_keypoints(self) -> int:
         return self.skeleton.num_keypoints
+
+    def _tick(self, frame: Frame) -> None:
+        """Advance the tracker's clock to `frame` (seconds; 1/30 s per frame where timestamps do not advance)."""
+        t = float(frame.timestamp_s)
+        if self._now_s is None:
+            self._now_s = t
+        elif t > self._now_s:
+            self._dt_s, self._now_s = t - self._now_s, t
+        else:
+            self._dt_s = DEFAULT_FRAME_INTERVAL_S
+            self._now_s += DEFAULT_FRAME_INTERVAL_S
 
     # ------------------------------------------------------------- propagate
     def _advance(self, frame: Frame) -> None:
@@ -202,91 +191,73 @@ class FlowTracker:
             return
         self._advanced_key = key
         self._frames_seen += 1
-        if self._last_timestamp_s is not None and frame.timestamp_s > self._last_timestamp_s:
-            self._dt_s = frame.timestamp_s - self._last_timestamp_s
-        self._last_timestamp_s = frame.timestamp_s
+        self._tick(frame)
         self.flow.next_frame(frame.image_bgr)
-        self._proposal_boxes = np.zeros((0, 4), np.float32)
-        self._proposal_tracks = []
         if not self._tracks:
             return
-
-        # One flow call for the joints of all tracks that flow moves.
-        flowed_masks, starts = [], []
-        for track in self._tracks:
-            uses_flow = track.state != LOST or self.lost_track_motion != "kalman"
-            mask = (track.keypoint_scores > self.flow_min_keypoint_score if uses_flow
-                    else np.zeros(self.num_keypoints, bool))
-            flowed_masks.append(mask)
-            starts.append(track.keypoints[mask])
+        # One flow call for the joints of all tracks that flow moves; a lost track's last joints would follow
+        # whatever hides it, so lost tracks move by their Kalman filter alone.
+        masks = [(t.keypoint_scores > FLOW_MIN_KEYPOINT_SCORE) if t.state != LOST else np.zeros(self.num_keypoints, bool)
+                 for t in self._tracks]
+        starts = [t.keypoints[m] for t, m in zip(self._tracks, masks)]
         points = np.concatenate(starts) if starts else np.zeros((0, 2), np.float32)
         result = self.flow.track(points)
-        total_flowed = len(points)
-        self._flow_reliable_fraction = float(result.reliable.mean()) if total_flowed else float("nan")
-
+        self._flow_reliable_fraction = float(result.reliable.mean()) if len(points) else float("nan")
         offset = 0
-        for track, mask in zip(self._tracks, flowed_masks):
+        for track, mask in zip(self._tracks, masks):
             n = int(mask.sum())
-            moved = result.points_px[offset: offset + n]
-            reliable = result.reliable[offset: offset + n]
+            moved, reliable = result.points_px[offset: offset + n], result.reliable[offset: offset + n]
             offset += n
-            track.kf.predict()
-            center = _center(track.box_xyxy)
-            kalman_shift = (track.kf.x[:2] - center).astype(np.float32)
-            scores = track.keypoint_scores.copy()
-            reliable_fraction = reliable.mean() if n else 0.0
-            use_kalman = n == 0 or reliable.sum() == 0 or (
-                track.state == LOST and self.lost_track_motion == "flow_or_kalman"
-                and reliable_fraction < self.min_reliable_joint_fraction)
-            if use_kalman:
-                shift = kalman_shift
-                keypoints = track.keypoints + shift
-                if track.state != LOST and n:
-                    scores[mask] *= self.unreliable_score_factor
-            else:
-                start = track.keypoints[mask]
-                shift = np.median(moved[reliable] - start[reliable], axis=0).astype(np.float32)
-                keypoints = track.keypoints + shift          # unflowed and unreliable joints follow the person
-                flowed_index = np.flatnonzero(mask)
-                keypoints[flowed_index[reliable]] = moved[reliable]
-                scores[flowed_index[~reliable]] *= self.unreliable_score_factor
-            track.pred_keypoints = keypoints.astype(np.float32)
-            track.pred_scores = scores.astype(np.float32)
-            track.pred_box = self._propagated_box(track, keypoints, mask, shift, frame)
+            self._warp(track, mask, moved, reliable)
 
-    def _propagated_box(self, track: _Track, keypoints: np.ndarray, mask: np.ndarray, shift: np.ndarray,
-                        frame: Frame) -> np.ndarray:
-        if self.propagated_box == "joints" and mask.sum() >= 2:
-            points = keypoints[mask]
-            lo, hi = points.min(axis=0), points.max(axis=0)
-            grow = (hi - lo) * self.box_enlarge_ratio * 0.5
-            box = np.concatenate([lo - grow, hi + grow])
+    def _warp(self, track: _Track, mask: np.ndarray, moved: np.ndarray, reliable: np.ndarray) -> None:
+        """Predicted joints, scores and box of one track in the current frame."""
+        track.kf.predict()
+        scores = track.keypoint_scores.copy()
+        n = int(mask.sum())
+        track.flow_reliable = bool(n) and float(reliable.mean()) >= MIN_RELIABLE_JOINT_FRACTION
+        if n == 0 or not reliable.any():
+            shift = (track.kf.x[:2] - _center(track.box_xyxy)).astype(np.float32)
+            keypoints = track.keypoints + shift
+            scores[mask] *= UNRELIABLE_SCORE_FACTOR
         else:
-            box = track.box_xyxy + np.concatenate([shift, shift])
-        return box.astype(np.float32)
+            start = track.keypoints[mask]
+            shift = np.median(moved[reliable] - start[reliable], axis=0).astype(np.float32)
+            keypoints = track.keypoints + shift          # unflowed and unreliable joints follow the person
+            flowed = np.flatnonzero(mask)
+            keypoints[flowed[reliable]] = moved[reliable]
+            scores[flowed[~reliable]] *= UNRELIABLE_SCORE_FACTOR
+        track.pred_keypoints = keypoints.astype(np.float32)
+        track.pred_scores = scores.astype(np.float32)
+        track.pred_box = (track.box_xyxy + np.concatenate([shift, shift])).astype(np.float32)
+
+    def _decay(self, track: _Track) -> float:
+        return PROPAGATED_SCORE_DECAY_PER_S ** max(0.0, self._now_s - track.last_detected_s)
+
+    def _may_propagate(self, track: _Track) -> bool:
+        """Evidence to carry a reported track by flow: reliable joint flow, a recent detection, a pose left."""
+        return (track.state == TRACKED and track.pred_keypoints is not None and track.flow_reliable
+                and self._now_s - track.last_detected_s <= self.max_propagation_s + 1e-9
+                and float(_pose_score(track.pred_scores * self._decay(track))) >= MIN_PROPAGATED_POSE_SCORE)
 
     def propose(self, frame: Frame) -> Detections:
-        """Propagated boxes of the reported tracks in `frame`: boxes [N, 4], decayed scores [N], warped joints
-        [N, K, 3] (x, y, decayed score). Tracks whose decayed pose score is below `min_propagated_pose_score`
-        propose nothing."""
+        """Propagated boxes of the tracks that may be carried into `frame`: boxes [N, 4], decayed scores [N], warped
+        joints [N, K, 3] (x, y, decayed score), proposed_by [N] (track ids)."""
         self._advance(frame)
-        decay = self.propagated_score_decay
-        chosen = [t for t in self._tracks if t.state == TRACKED and t.pred_keypoints is not None
-                  and float(_pose_score(t.pred_scores * decay)) >= self.min_propagated_pose_score]
-        self._proposal_tracks = chosen
+        chosen = [t for t in self._tracks if self._may_propagate(t)]
         if not chosen:
-            self._proposal_boxes = np.zeros((0, 4), np.float32)
             return Detections.empty(self.num_keypoints)
-        boxes = np.stack([t.pred_box for t in chosen])
-        scores = np.array([t.box_score * decay for t in chosen], np.float32)
+        decay = np.array([self._decay(t) for t in chosen], np.float32)
         keypoints = np.concatenate([np.stack([t.pred_keypoints for t in chosen]),
-                                    np.stack([t.pred_scores * decay for t in chosen])[..., None]], axis=2)
-        self._proposal_boxes = boxes
-        return Detections(boxes, scores, keypoints)
+                                    (np.stack([t.pred_scores for t in chosen]) * decay[:, None])[..., None]], axis=2)
+        return Detections(np.stack([t.pred_box for t in chosen]),
+                          np.array([t.box_score for t in chosen], np.float32) * decay, keypoints,
+                          np.array([t.track_id for t in chosen], np.int64))
 
     # --------------------------------------------------------------- update
     def update(self, frame: Frame, poses: Poses) -> Tracks:
-        """Associate this frame's poses (keypoints [N, K, 2]) with the tracks; returns the reported tracks."""
+        """Associate this frame's poses (keypoints [N, K, 2], proposed_by [N]) with the tracks; returns the reported
+        tracks."""
         if poses.num_keypoints != self.num_keypoints:
             raise ValueError(f"poses have {poses.num_keypoints} keypoints but the tracker's {self.skeleton.name} "
                              f"layout has {self.num_keypoints}: configure pose.keypoints to match")
@@ -296,81 +267,119 @@ class FlowTracker:
             if track.pred_keypoints is None:  # created in the previous update without a frame in between
                 track.pred_keypoints, track.pred_scores = track.keypoints.copy(), track.keypoint_scores.copy()
                 track.pred_box = track.box_xyxy.copy()
+        detected, carried = self._suppress_duplicates(poses)
+        assigned = self._associate(poses, detected, carried)
+        self._update_life_cycle(frame, poses, detected, assigned)
+        return self._report(poses, assigned)
 
+    def _suppress_duplicates(self, poses: Poses):
+        """Pose NMS with detector poses first. Returns (detector pose rows, propagated pose rows) that survive."""
         n = len(poses)
-        pose_scores = _pose_score(poses.keypoint_scores) if n else np.zeros(0)
-        # Which poses exist only because this tracker proposed their box, and by which track.
-        origin = np.full(n, -1, dtype=np.int64)
-        if n and len(self._proposal_boxes):
-            iou = box_iou(poses.boxes_xyxy, self._proposal_boxes)
-            best = iou.argmax(axis=1)
-            hit = iou[np.arange(n), best] >= _SAME_BOX_IOU
-            origin[hit] = best[hit]
-        propagated = origin >= 0
-        keep = ~(propagated & (pose_scores < self.min_propagated_pose_score))
-        # Pose NMS: detector-backed poses first, then by pose score.
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        propagated = poses.proposed_by != DETECTOR
+        # A carried pose whose joints the pose stage could not find (no person left in the box) is no evidence.
+        keep = ~(propagated & (_pose_score(poses.keypoint_scores) < MIN_PROPAGATED_POSE_SCORE))
         candidates = np.flatnonzero(keep)
-        if len(candidates):
-            priority = (~propagated[candidates]).astype(np.float64) * 2.0 + pose_scores[candidates]
-            kept = oks_nms(poses.keypoints[candidates], poses.keypoint_scores[candidates],
-                           box_areas(poses.boxes_xyxy[candidates]), priority, self.sigmas,
-                           self.pose_nms_oks_threshold, self.oks_keypoint_score_threshold)
-            candidates = candidates[kept]
-        detected = candidates[~propagated[candidates]]
-        carried = candidates[propagated[candidates]]
+        # Priority, not score: +2 puts every detector pose ahead of every propagated one.
+        priority = (~propagated[candidates]) * 2.0 + _pose_score(poses.keypoint_scores[candidates])
+        kept = oks_nms(poses.keypoints[candidates], poses.keypoint_scores[candidates],
+                       box_areas(poses.boxes_xyxy[candidates]), priority, self.sigmas,
+                       self.pose_nms_oks_threshold, OKS_KEYPOINT_SCORE_THRESHOLD)
+        candidates = candidates[kept]
+        return candidates[~propagated[candidates]], candidates[propagated[candidates]]
 
-        assigned = {}  # pose index -> track
-        # Stage 1: detector-backed poses against the flow-warped poses of all live tracks, by OKS.
+    def _associate(self, poses: Poses, detected: np.ndarray, carried: np.ndarray) -> Dict[int, _Track]:
+        """pose row -> track. Detector poses by OKS with the warped tracks, then by box IoU; carried poses continue
+        the track that proposed them, if it is still free."""
+        assigned: Dict[int, _Track] = {}
         tracks = self._tracks
         if len(detected) and tracks:
             pred_kp = np.stack([t.pred_keypoints for t in tracks])
             pred_sc = np.stack([t.pred_scores for t in tracks])
-            growth = np.array([1.0 + self.lost_scale_growth_per_frame * t.frames_lost for t in tracks])
-            areas = box_areas(np.stack([t.pred_box for t in tracks])) * growth ** 2
+            lost_s = np.array([0.0 if t.lost_since_s is None else self._now_s - t.lost_since_s for t in tracks])
+            areas = box_areas(np.stack([t.pred_box for t in tracks])) * (1.0 + LOST_SCALE_GROWTH_PER_S * lost_s) ** 2
             similarity = oks_matrix(poses.keypoints[detected], poses.keypoint_scores[detected], pred_kp, pred_sc,
-                                    areas, self.sigmas, self.oks_keypoint_score_threshold)
-            matches, _, _ = self.match(similarity, self.match_oks_threshold)
-            for row, col in matches:
+                                    areas, self.sigmas, OKS_KEYPOINT_SCORE_THRESHOLD)
+            for row, col in greedy_match(similarity, self.match_oks_threshold)[0]:
                 assigned[int(detected[row])] = tracks[col]
                 tracks[col].matched = True
-        # Stage 1b: detector-backed poses left over (their joints too far off, e.g. jittery keypoints of a small
-        # person) against the tracks still free, by IoU of the pose box and the track's propagated box. Without it
-        # such a detection would start a second track on a person that propagation is still carrying.
         left = np.array([i for i in detected if int(i) not in assigned], dtype=np.int64)
         free = [t for t in tracks if not t.matched]
-        if self.fallback_iou_threshold < 1.0 and len(left) and free:
+        if len(left) and free:
             iou = box_iou(poses.boxes_xyxy[left], np.stack([t.pred_box for t in free]))
-            matches, _, _ = self.match(iou, self.fallback_iou_threshold)
-            for row, col in matches:
+            for row, col in greedy_match(iou, FALLBACK_IOU_THRESHOLD)[0]:
                 assigned[int(left[row])] = free[col]
                 free[col].matched = True
-        # Stage 2: a propagated pose continues the track that proposed it, if that track is still free.
+        by_id = {t.track_id: t for t in tracks}
         for index in carried:
-            track = self._proposal_tracks[origin[index]]
-            if track.matched or track.state == REMOVED:
-                continue
-            similarity = oks_matrix(poses.keypoints[index][None], poses.keypoint_scores[index][None],
-                                    track.pred_keypoints[None], track.pred_scores[None],
-                                    box_areas(track.pred_box[None]), self.sigmas, self.oks_keypoint_score_threshold)
-            if similarity[0, 0] >= self.match_oks_threshold:
+            track = by_id.get(int(poses.proposed_by[index]))
+            if track is not None and not track.matched and track.state == TRACKED:
                 assigned[int(index)] = track
                 track.matched = True
+        return assigned
 
-        first_frame = self._frames_seen <= 1
+    def _update_life_cycle(self, frame: Frame, poses: Poses, detected: np.ndarray, assigned: Dict[int, _Track]):
         for index, track in assigned.items():
-            self._continue(track, poses, index, from_detector=not propagated[index])
+            self._continue(track, poses, index, from_detector=poses.proposed_by[index] == DETECTOR)
         for track in self._tracks:
             if not track.matched:
                 self._miss(track, frame)
         for index in detected:
             if int(index) in assigned or poses.box_scores[index] < self.new_track_min_score:
                 continue
-            track = self._start(poses, int(index), confirmed=first_frame or self.min_hits_to_confirm <= 1)
-            assigned[int(index)] = track
+            assigned[int(index)] = self._start(poses, int(index))
         self._tracks = [t for t in self._tracks if t.state != REMOVED]
         for track in self._tracks:
             track.pred_keypoints = track.pred_scores = track.pred_box = None
 
+    def _continue(self, track: _Track, poses: Poses, index: int, from_detector: bool) -> None:
+        box = poses.boxes_xyxy[index].copy()
+        if from_detector and track.lost_since_s is None:
+            # The flow-propagated box already follows the person's motion, so averaging it in damps the detector's
+            # frame-to-frame box jitter without the lag a constant-velocity filter would add.
+            w = self.box_flow_weight
+            box = ((1.0 - w) * box + w * track.pred_box).astype(np.float32)
+        track.keypoints = poses.keypoints[index].copy()
+        track.keypoint_scores = poses.keypoint_scores[index].copy()
+        track.box_xyxy = box
+        track.lost_since_s = None
+        track.kf.update(_center(track.box_xyxy))
+        if from_detector:
+            track.box_score = float(poses.box_scores[index])
+            track.last_detected_s = self._now_s
+            track.hits += 1
+            if track.state in (LOST, TENTATIVE) and track.hits >= MIN_HITS_TO_CONFIRM:
+                track.state = TRACKED
+
+    def _miss(self, track: _Track, frame: Frame) -> None:
+        if track.state == TENTATIVE:
+            track.state = REMOVED
+            return
+        track.keypoints, track.keypoint_scores = track.pred_keypoints, track.pred_scores
+        track.box_xyxy = track.pred_box
+        track.state = LOST
+        if track.lost_since_s is None:
+            track.lost_since_s = self._now_s
+        cx, cy = _center(track.box_xyxy)
+        outside = not (0.0 <= cx <= frame.width and 0.0 <= cy <= frame.height)
+        if self._now_s - track.lost_since_s > self.max_lost_s + 1e-9 or outside:
+            track.state = REMOVED
+
+    def _start(self, poses: Poses, index: int) -> _Track:
+        box = poses.boxes_xyxy[index].copy()
+        score = float(poses.box_scores[index])
+        track = _Track(
+            track_id=self._next_id, state=TRACKED if score >= self.confirm_score else TENTATIVE,
+            keypoints=poses.keypoints[index].copy(), keypoint_scores=poses.keypoint_scores[index].copy(),
+            box_xyxy=box, box_score=score, kf=box_center_kalman(_center(box)), last_detected_s=self._now_s,
+            matched=True,
+        )
+        self._next_id += 1
+        self._tracks.append(track)
+        return track
+
+    def _report(self, poses: Poses, assigned: Dict[int, _Track]) -> Tracks:
         report = sorted((i, t) for i, t in assigned.items() if t.state == TRACKED and t.matched)
         rows = np.array([i for i, _ in report], dtype=np.int64)
         reported = poses.select(rows) if len(rows) else Poses.empty(self.num_keypoints)
@@ -381,64 +390,12 @@ class FlowTracker:
         info = {
             "lost_tracks": sum(t.state == LOST for t in self._tracks),
             "tentative_tracks": sum(t.state == TENTATIVE for t in self._tracks),
-            "propagated_poses": int(sum(propagated[i] for i, _ in report)),
+            "propagated_poses": int(sum(poses.proposed_by[i] != DETECTOR for i, _ in report)),
             "flow_reliable_fraction": self._flow_reliable_fraction,
         }
         return Tracks(np.array([t.track_id for _, t in report], dtype=np.int64), reported, info=info)
 
-    def _continue(self, track: _Track, poses: Poses, index: int, from_detector: bool) -> None:
-        track.keypoints = poses.keypoints[index].copy()
-        track.keypoint_scores = poses.keypoint_scores[index].copy()
-        track.box_xyxy = poses.boxes_xyxy[index].copy()
-        if from_detector and track.frames_lost == 0:
-            # The flow-propagated box already follows the person's motion, so averaging it in damps the detector's
-            # frame-to-frame box jitter without the lag a constant-velocity filter would add.
-            w = self.box_flow_weight
-            track.box_xyxy = ((1.0 - w) * track.box_xyxy + w * track.pred_box).astype(np.float32)
-        track.box_score = float(poses.box_scores[index])
-        track.frames_lost = 0
-        track.kf.update(_center(track.box_xyxy))
-        if from_detector:
-            track.hits += 1
-            track.frames_propagated = 0
-            if track.state == TENTATIVE and track.hits >= self.min_hits_to_confirm:
-                track.state = TRACKED
-            elif track.state == LOST:
-                track.state = TRACKED
-        else:
-            track.frames_propagated += 1
-
-    def _miss(self, track: _Track, frame: Frame) -> None:
-        if track.state == TENTATIVE:
-            track.state = REMOVED
-            return
-        track.keypoints, track.keypoint_scores = track.pred_keypoints, track.pred_scores
-        track.box_xyxy = track.pred_box
-        track.state = LOST
-        track.frames_lost += 1
-        cx, cy = _center(track.box_xyxy)
-        outside = not (0.0 <= cx <= frame.width and 0.0 <= cy <= frame.height)
-        if track.frames_lost > self.max_lost_frames or outside:
-            track.state = REMOVED
-
-    def _start(self, poses: Poses, index: int, confirmed: bool) -> _Track:
-        box = poses.boxes_xyxy[index].copy()
-        track = _Track(
-            track_id=self._next_id, state=TRACKED if confirmed else TENTATIVE,
-            keypoints=poses.keypoints[index].copy(), keypoint_scores=poses.keypoint_scores[index].copy(),
-            box_xyxy=box, box_score=float(poses.box_scores[index]),
-            kf=_box_center_kalman(_center(box), self.kalman_process_noise_px, self.kalman_measurement_noise_px),
-            matched=True,
-        )
-        self._next_id += 1
-        self._tracks.append(track)
-        return track
-
     def _smooth(self, track: _Track, keypoints: np.ndarray) -> np.ndarray:
         if track.smoother is None:
-            if self.smoothing == "one_euro":
-                track.smoother = _OneEuro(*self.one_euro)
-            else:
-                track.smoother = _KeypointKalman(keypoints, self.kalman_process_noise_px,
-                                                 self.kalman_measurement_noise_px)
+            track.smoother = SMOOTHERS[self.smoothing]()
         return track.smoother(keypoints, self._dt_s)

@@ -1,4 +1,4 @@
-"""Assignment between two sets from a similarity matrix, and pose-set similarity by OKS.
+"""Assignment between two sets from a similarity matrix.
 
 Shape glossary:
     N  items of set a (rows, e.g. current poses); M  items of set b (columns, e.g. tracks)
@@ -15,9 +15,6 @@ from typing import Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..ops.boxes import box_areas
-from ..ops.oks import oks_matrix
-from ..structures import Poses
 
 MatchResult = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -86,11 +83,3 @@ def get_matcher(name: str):
     except KeyError:
         raise ValueError(f"unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}") from None
 
-
-def pose_oks(poses_a: Poses, poses_b: Poses, sigmas: np.ndarray, keypoint_score_threshold: float = 0.0,
-             areas_b: np.ndarray = None) -> np.ndarray:
-    """[N, M] OKS between two pose sets; the object area of each b pose is its box area unless `areas_b`."""
-    if areas_b is None:
-        areas_b = box_areas(poses_b.boxes_xyxy)
-    return oks_matrix(poses_a.keypoints, poses_a.keypoint_scores, poses_b.keypoints, poses_b.keypoint_scores,
-                      areas_b, sigmas, keypoint_score_threshold)

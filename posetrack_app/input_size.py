@@ -1,0 +1,59 @@
+"""Detector input size "auto": chosen from the frame size on the first frame.
+
+The rule: the frame's long side rounded up to a multiple of the network stride (32), clamped into [640, 1280].
+- Never above the frame's own size when the frame is larger than 640: upscaling 640x480 video to 960 tripled the
+  false positives on an unseen pedestrian clip (52 to 224) while finding few more people.
+- At least 640, YOLO's training size: smaller inputs lose people of ordinary size.
+- At most 1280: larger inputs cost quadratically more and the suite's 1920x1080 clips gain little
+  (benchmarks/results/compare_trackers_suite.md has the rows at each size).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Tuple
+
+from .structures import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+STRIDE = 32
+AUTO_MIN_INPUT_SIZE = 640
+AUTO_MAX_INPUT_SIZE = 1280
+
+
+def auto_input_size(frame_wh: Tuple[int, int]) -> int:
+    """The detector input size "auto" picks for frames of `frame_wh` (width, height) pixels."""
+    long_side = max(int(frame_wh[0]), int(frame_wh[1]))
+    rounded = -(-long_side // STRIDE) * STRIDE
+    return int(min(max(rounded, AUTO_MIN_INPUT_SIZE), AUTO_MAX_INPUT_SIZE))
+
+
+class AutoInputSizeDetector:
+    """A detector whose input size is chosen from the first frame's size (and again if the frame size changes).
+
+    build(size) -> detector: makes the real detector for an input size (build.py passes its own factory).
+    """
+
+    def __init__(self, build: Callable[[int], object]):
+        self._build = build
+        self._detector = None
+        self._frame_wh: Optional[Tuple[int, int]] = None
+        self.input_size: Optional[int] = None
+
+    def __call__(self, frame: Frame) -> Detections:
+        frame_wh = (frame.width, frame.height)
+        if frame_wh != self._frame_wh:
+            size = auto_input_size(frame_wh)
+            if size != self.input_size or self._detector is None:
+                log.info("detector.input_size auto: %d for %dx%d frames", size, *frame_wh)
+                self._detector = self._build(size)
+                self.input_size = size
+            self._frame_wh = frame_wh
+        return self._detector(frame)
+
+    def __getattr__(self, name):
+        # Attributes of the real detector (e.g. its description) once the first frame has built it.
+        detector = self.__dict__.get("_detector")
+        if detector is None:
+            raise AttributeError(f"{name}: the auto-sized detector is built on the first frame")
+        return getattr(detector, name)
