@@ -10,6 +10,11 @@ sequence); the prediction file has one entry per GT frame, in the GT's format, a
 atomically, so a killed run leaves only complete files and a rerun skips them. Sequences run in the calling
 process (workers=1), in worker processes with one pipeline each (workers=N; one GPU per worker where there
 are several), or as Ray tasks (ray_address). A failing sequence is reported and the others go on.
+Worker processes end with the driver: they ignore Ctrl-C (the driver handles it and stops them) and exit on
+their own when the driver process is gone (killed with SIGKILL, say), instead of computing for nobody.
+Images are read as the track command reads a folder (io.sources.read_image), under the same damaged-frame
+policy (`source.damaged_frames`): "skip" leaves a damaged image out of the sequence (its GT frame gets no
+prediction) with a warning naming it, "stop" fails the sequence there.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import logging
 import multiprocessing
 import os
 import queue as queue_module
+import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -24,20 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence as SequenceType
 
-import cv2
-
 from .config import AppConfig, PoseTrackOutputConfig
-from .errors import UserError
-from .io.atomic import write_json_atomic
+from .errors import DamagedFrameError, UserError
+from .io.atomic import check_distinct_outputs, remove_stale_parts, write_json_atomic
 from .io.posetrack_json import read_sequence, sequence_to_json
+from .io.sources import IMAGE_SUFFIXES, DamagedFrames, check_damaged_frame_policy, list_images, read_image
 from .posetrack_layout import prediction_template, tracks_to_persons, with_persons
 from .structures import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # PoseTrack videos are mostly 25-30 fps; only the tracker's timestamps use it.
 ASSUMED_FPS = 25.0
+# How often a worker checks that the driver process still exists.
+PARENT_CHECK_INTERVAL_S = 0.5
 
 PipelineFactory = Callable[[AppConfig], object]
 
@@ -57,7 +64,7 @@ class SequenceJob:
     def image_paths(self) -> List[Path]:
         if not self.image_dir.is_dir():
             return []
-        return sorted(p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return list_images(self.image_dir)
 
 
 @dataclass
@@ -73,6 +80,8 @@ class SequenceOutcome:
 class BatchReport:
     outcomes: List[SequenceOutcome] = field(default_factory=list)
     wall_s: float = 0.0
+    # Set when Ctrl-C / SIGTERM / SIGHUP stopped the batch; the files written so far are complete.
+    interrupted: bool = False
 
     def _with(self, status: str) -> List[SequenceOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -114,12 +123,24 @@ def output_path(out_dir, job: SequenceJob) -> Path:
     return Path(out_dir) / f"{job.name}.json"
 
 
+def check_output_folder(out_dir: Path, jobs: SequenceType[SequenceJob]) -> None:
+    """The prediction folder must not be a folder the batch reads: predictions are named like the GT files
+    (<seq>.json), so --out on the annotation folder would overwrite the ground truth."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder: give a folder for the prediction files")
+    for job in jobs:
+        check_distinct_outputs({"--out": out_dir}, {f"annotation folder of {job.name}": job.annotation_path.parent,
+                                                    f"image folder of {job.name}": job.image_dir})
+
+
 def predict_sequence(job: SequenceJob, pipeline, output_cfg: PoseTrackOutputConfig,
-                     on_frame: Optional[Callable[[], None]] = None) -> dict:
+                     on_frame: Optional[Callable[[], None]] = None, damaged_frames: str = "skip") -> dict:
     """Run `pipeline` over every image of the sequence; return the prediction file's JSON (GT's format).
 
-    GT frames pair with images by file name; a GT frame whose image is missing is an error.
+    GT frames pair with images by file name; a GT frame whose image is missing is an error. A damaged image is
+    skipped or fails the sequence, as `damaged_frames` says ("skip" / "stop").
     """
+    damage = DamagedFrames(damaged_frames)
     gt = read_sequence(job.annotation_path)
     images = job.image_paths()
     if not images:
@@ -135,9 +156,11 @@ def predict_sequence(job: SequenceJob, pipeline, output_cfg: PoseTrackOutputConf
     pipeline.reset()
     persons = [[] for _ in gt.frames]
     for index, path in enumerate(images):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserError(f"cannot read image {path}: the file is corrupt or not an image")
+        try:
+            image = read_image(path)
+        except DamagedFrameError as exc:
+            damage.report(f"sequence {job.name}, frame {index}: {exc}")
+            continue
         tracks = pipeline.step(Frame(index, image, index / ASSUMED_FPS))
         targets = gt_frames_of.get(path.name)
         if targets:
@@ -164,7 +187,21 @@ def _cached_pipeline(factory: PipelineFactory, cfg: AppConfig):
     return _WORKER["pipeline"]
 
 
-def _init_worker(gpu_ids: SequenceType[str], counter, progress_queue, cpu_threads: int) -> None:
+def _watch_driver(driver_pid: int, stop) -> None:
+    """Worker side: end this process when the driver is gone (its parent changed: the driver died, even by
+    SIGKILL, which no handler sees) or asks the workers to stop (Ctrl-C). Workers hold no output file: the driver
+    writes every file, so exiting at once loses only the sequence in progress."""
+    while not stop.wait(PARENT_CHECK_INTERVAL_S):
+        if os.getppid() != driver_pid:
+            os._exit(1)
+    os._exit(0)
+
+
+def _init_worker(gpu_ids: SequenceType[str], counter, progress_queue, cpu_threads: int, driver_pid: int,
+                 stop) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the driver handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_driver, args=(driver_pid, stop), name="driver-watchdog", daemon=True).start()
     with counter.get_lock():
         index = counter.value
         counter.value += 1
@@ -205,7 +242,7 @@ def _run_job(job: SequenceJob, cfg: AppConfig, factory: PipelineFactory):
         if progress is not None:
             progress.put(1)
 
-    data = predict_sequence(job, _cached_pipeline(factory, cfg), cfg.posetrack, on_frame)
+    data = predict_sequence(job, _cached_pipeline(factory, cfg), cfg.posetrack, on_frame, cfg.source.damaged_frames)
     return data, frames[0], time.perf_counter() - start
 
 
@@ -252,12 +289,6 @@ class _Progress:
                 bar.close()
 
 
-def _remove_stale_parts(out_dir: Path, job: SequenceJob) -> None:
-    # Temporary files of a killed earlier run (atomic_write's naming); only this driver writes here.
-    for stale in out_dir.glob(f".{job.name}.*.part.json"):
-        stale.unlink(missing_ok=True)
-
-
 def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, workers: int = 1,
               ray_address: Optional[str] = None, overwrite: bool = False,
               pipeline_factory: Optional[PipelineFactory] = None,
@@ -270,7 +301,9 @@ def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, worke
     pipeline_factory = pipeline_factory or default_pipeline_factory
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    check_damaged_frame_policy(cfg.source.damaged_frames)
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = BatchReport()
@@ -279,7 +312,7 @@ def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, worke
         if output_path(out_dir, job).exists() and not overwrite:
             report.outcomes.append(SequenceOutcome(job.name, "skipped"))
         else:
-            _remove_stale_parts(out_dir, job)
+            remove_stale_parts(output_path(out_dir, job))
             todo.append(job)
     if report.skipped:
         log.info("%d of %d sequences already have predictions in %s: skipped (pass --overwrite to redo them)",
@@ -312,11 +345,16 @@ def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, worke
                     bars.frames()
                 try:
                     pipeline = _cached_pipeline(pipeline_factory, cfg)
-                    data = predict_sequence(job, pipeline, cfg.posetrack, on_frame)
+                    data = predict_sequence(job, pipeline, cfg.posetrack, on_frame, cfg.source.damaged_frames)
                 except Exception as exc:  # noqa: BLE001 -- one failing sequence must not stop the batch
                     fail(job, exc)
                     continue
                 finish(job, data, frames[0], time.perf_counter() - t0)
+    except KeyboardInterrupt:
+        # The sequence in progress is lost; every file written so far is complete (atomic), and a rerun resumes.
+        report.interrupted = True
+        log.warning("interrupted: %d sequences written, %d not done; rerun the same command to continue",
+                    len(report.done), len(todo) - len(report.done) - len(report.failed))
     finally:
         bars.close()
     report.wall_s = time.perf_counter() - start
@@ -330,8 +368,11 @@ def _run_processes(todo, cfg, factory, workers, finish, fail, bars) -> None:
     counter = context.Value("i", 0)
     workers = min(workers, len(todo))
     cfg = cfg if gpu_ids else _worker_config(cfg, workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(gpu_ids, counter, progress_queue, _threads_per_worker(workers))) as pool:
+    stop_workers = context.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(gpu_ids, counter, progress_queue, _threads_per_worker(workers), os.getpid(),
+                                         stop_workers))
+    try:
         pending = {pool.submit(_run_job, job, cfg, factory): job for job in todo}
         while pending:
             done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
@@ -348,6 +389,13 @@ def _run_processes(todo, cfg, factory, workers, finish, fail, bars) -> None:
                     continue
                 finish(job, data, frames, seconds)
         _drain(progress_queue, bars)
+    except BaseException:
+        # Interrupted (or failed): the workers' sequences in progress are dropped, so stop them now instead of
+        # waiting for them to finish.
+        stop_workers.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _drain(progress_queue, bars) -> None:

@@ -79,6 +79,9 @@ class SourceConfig(_Validated):
     queue_size: int = ranged(8, 1, 1000)
     # Seconds to wait for a network stream or webcam to deliver its first frame.
     open_timeout_s: float = ranged(10.0, 0.0, 3600.0, lo_open=True)
+    # A frame that cannot be decoded (truncated or corrupt image in a folder or dataset, undecodable video frame):
+    # "skip" leaves it out with a warning naming the file and counts it; "stop" ends the run with an error there.
+    damaged_frames: str = "skip"
     # Frame rate (frames per second) of sources that do not carry one: image folders and PoseTrack sequences. It
     # sets the frames' timestamps, so the tracker's time limits (in seconds) hold. 0 = the video header's rate, and
     # 30 for folders; a positive value overrides both (e.g. PETS09's AVI header says 10, the real rate is 7).
@@ -325,18 +328,37 @@ def parse_override(text: str) -> Dict[str, Any]:
     return value
 
 
+def _yaml_error_place(exc: Exception, text: str) -> str:
+    """' at line N: what PyYAML found (while parsing X that starts at line M)'. PyYAML marks an unclosed bracket or
+    quote at the end of the stream, one line past the file's last: there the line of the unclosed construct is
+    the one to fix."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ""
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    at_end = mark.index >= len(text.rstrip())
+    line = context_mark.line + 1 if at_end and context_mark is not None else mark.line + 1
+    place = f" at line {min(line, max(1, len(text.splitlines())))}"
+    problem = getattr(exc, "problem", None)
+    if problem:
+        place += f": {problem}"
+    if context and context_mark is not None:
+        place += f" ({context} that starts at line {context_mark.line + 1})"
+    return place
+
+
 def load_yaml(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         preset = CONFIG_DIR / path.name
         hint = f" (did you mean {preset}?)" if preset.is_file() else f"; presets are in {CONFIG_DIR}"
         raise ConfigError(f"config file {path} not found{hint}")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax there") from None
+        raise ConfigError(f"config file {path} is not valid YAML{_yaml_error_place(exc, text)}: fix the syntax "
+                          "there") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -96,6 +96,7 @@ def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: 
     Ctrl-C ends the run cleanly: the outputs written so far are closed and kept (summary.interrupted is set).
     Any other error discards the outputs (no half-written files) and propagates.
     """
+    from .interrupts import deferred
     from .io.sinks import SinkWriter
     from .io.sources import ThreadedReader
 
@@ -125,8 +126,10 @@ def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: 
             log.warning("interrupted after %d frames: closing the outputs written so far", summary.frames)
         keep = True
     finally:
-        reader.close()
-        writer.close(keep=keep)
+        # A signal while closing waits until the outputs are closed (see interrupts.py).
+        with deferred():
+            reader.close()
+            writer.close(keep=keep)
     summary.wall_s = time.perf_counter() - start
     summary.tracks = len(track_ids)
     summary.stage_mean_ms = pipeline.timer.mean_ms()

@@ -46,6 +46,13 @@ HEAD_RULES = {
 }
 
 
+def check_head_rule(head_rule: str) -> str:
+    if head_rule not in HEAD_RULES:
+        raise UserError(f"unknown PoseTrack head rule {head_rule!r}; choose one of {', '.join(HEAD_RULES)} "
+                        "(--set posetrack.head_rule=...)")
+    return head_rule
+
+
 def to_posetrack_layout(keypoints: np.ndarray, scores: np.ndarray, skeleton: Skeleton,
                         head_rule: str = "shoulders_nose") -> Tuple[np.ndarray, np.ndarray]:
     """Model keypoints [N, K_model, 2] + scores [N, K_model] -> PoseTrack-18 layout [N, 17, 2], [N, 17].
@@ -53,9 +60,7 @@ def to_posetrack_layout(keypoints: np.ndarray, scores: np.ndarray, skeleton: Ske
     Joints move by name; where the model has no head_bottom/head_top (a COCO-17 model), `head_rule` derives
     them. Slots nothing fills get score NaN (never written).
     """
-    if head_rule not in HEAD_RULES:
-        raise UserError(f"unknown PoseTrack head rule {head_rule!r}; choose one of {', '.join(HEAD_RULES)} "
-                        "(--set posetrack.head_rule=...)")
+    check_head_rule(head_rule)
     keypoints = np.asarray(keypoints, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     n = len(keypoints)

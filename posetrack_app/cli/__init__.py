@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from typing import List, Optional
 
-from .. import __version__
+from .. import __version__, interrupts
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_video_library_logs() -> None:
+    """OpenCV and its FFmpeg print a line per failed frame (70 lines for one full disk) that repeat what our one-line
+    errors say; -v keeps them. A value the user set in the environment wins."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "cv2" in sys.modules:  # read at import: set it directly too
+        import cv2
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,11 +65,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
         stream=sys.stderr,
     )
-    try:
-        return int(args._run(args))
-    except UserError as exc:
-        print(f"posetrack {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"posetrack {args.command}: interrupted", file=sys.stderr)
-        return 130
+    if not args.verbose:
+        _quiet_video_library_logs()
+    # SIGTERM (kill, timeout, docker stop, systemd) and SIGHUP (a closed terminal) end a run as Ctrl-C does: the
+    # outputs written so far are closed and kept.
+    with interrupts.termination_signals():
+        try:
+            return int(args._run(args))
+        except UserError as exc:
+            message = " ".join(str(exc).split())  # one line, whatever the message holds
+            print(f"posetrack {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"posetrack {args.command}: interrupted by {interrupts.signal_name()}", file=sys.stderr)
+            return interrupts.exit_code()

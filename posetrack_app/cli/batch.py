@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..io.atomic import check_output_path, write_json_atomic
+from ..io.atomic import check_distinct_outputs, check_output_path, write_json_atomic
 from ._common import add_config_arguments, config_from_args
 
 COMMAND = "batch"
@@ -33,21 +33,29 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from .. import interrupts
     from ..batch import discover_sequences, output_path, run_batch
     from ..evaluation.posetrack import evaluate_sequences
     from ..io.posetrack_json import read_sequence
     from .eval import format_tables
 
     cfg = config_from_args(args)
-    if args.json:
-        check_output_path(args.json)
     jobs = discover_sequences(args.dataset_root, args.split)
+    if args.json:
+        check_output_path(args.json, (".json",), "--json")
+        inputs = {f"GT file of {j.name}": j.annotation_path for j in jobs}
+        inputs.update({f"prediction file of {j.name}": output_path(args.out, j) for j in jobs})
+        check_distinct_outputs({"--json": args.json}, inputs)
     report = run_batch(jobs, args.out, cfg, workers=args.workers, ray_address=args.ray, overwrite=args.overwrite,
                        progress=not args.no_progress)
     fps = report.num_frames / report.wall_s if report.wall_s > 0 else 0.0
-    print(f"{len(report.done)} sequences predicted ({report.num_frames} frames, {report.wall_s:.1f} s, "
-          f"{fps:.1f} frames/s), {len(report.skipped)} already done, {len(report.failed)} failed; "
-          f"predictions in {args.out}")
+    line = (f"{len(report.done)} sequences predicted ({report.num_frames} frames, {report.wall_s:.1f} s, "
+            f"{fps:.1f} frames/s), {len(report.skipped)} already done, {len(report.failed)} failed; "
+            f"predictions in {args.out}")
+    if report.interrupted:
+        print(f"interrupted by {interrupts.signal_name()}: {line}; rerun the same command to continue")
+        return interrupts.exit_code()
+    print(line)
     if args.eval:
         scored = [j for j in jobs if output_path(args.out, j).is_file()]
         if len(scored) < len(jobs):

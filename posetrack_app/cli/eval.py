@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import List
 
-from ..io.atomic import check_output_path, write_json_atomic
+from ..io.atomic import check_distinct_outputs, check_output_path, write_json_atomic
 
 COMMAND = "eval"
 HELP = "score PoseTrack predictions (mAP, MOTA) against GT sequence files, as the official poseval does"
@@ -20,7 +21,9 @@ def add_arguments(parser) -> None:
 
 
 def _cell(value: float, width: int = 6) -> str:
-    return f"{'n/a' if value is None or math.isnan(value) else f'{value:.1f}':>{width}}"
+    text = "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
+    # A wide value (MOTA -1234.5) keeps a space before it instead of running into the previous column.
+    return f"{text:>{width}}" if len(text) < width else f" {text}"
 
 
 def format_tables(result, per_joint: bool = False) -> str:
@@ -57,7 +60,10 @@ def run(args) -> int:
     from ..evaluation.posetrack import evaluate_folders
 
     if args.json:
-        check_output_path(args.json)
+        check_output_path(args.json, (".json",), "--json")
+        inputs = {f"GT_DIR file {p.name}": p for p in Path(args.gt_dir).glob("*.json")}
+        inputs.update({f"PRED_DIR file {p.name}": p for p in Path(args.pred_dir).glob("*.json")})
+        check_distinct_outputs({"--json": args.json}, inputs)
     result = evaluate_folders(args.gt_dir, args.pred_dir, args.mot_engine)
     print(format_tables(result, args.per_joint))
     if args.json:

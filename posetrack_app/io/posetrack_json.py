@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -129,15 +130,21 @@ def _fail(path, message: str) -> PoseTrackFormatError:
     return PoseTrackFormatError(f"{path}: {message}")
 
 
+def _number(value, path, what: str):
+    """A JSON number that is finite: NaN and Infinity (which Python's JSON reader accepts), strings and booleans
+    are refused, naming the file and the place, since they would silently change every score."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(path, f"{what} must be a finite number, got {value!r}")
+    return value
+
+
 def _scalar(value, path, what: str):
     """2017 files wrap scalars in one-element lists; accept both."""
     if isinstance(value, list):
         if len(value) != 1:
             raise _fail(path, f"{what} must be a number or a one-element list, got {value!r}")
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(path, f"{what} must be a number, got {value!r}")
-    return value
+    return _number(value, path, what)
 
 
 def _empty_person_arrays():
@@ -145,8 +152,11 @@ def _empty_person_arrays():
 
 
 def _polygon(xs, ys, path, where: str) -> np.ndarray:
-    if len(xs) != len(ys):
-        raise _fail(path, f"{where}: ignore region has {len(xs)} x and {len(ys)} y coordinates")
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        raise _fail(path, f"{where}: an ignore region needs lists of x and y coordinates of one length, got "
+                          f"{xs!r} and {ys!r}")
+    for value in (*xs, *ys):
+        _number(value, path, f"{where}: ignore region coordinate")
     return np.asarray([xs, ys], dtype=np.float64).T.reshape(-1, 2)
 
 
@@ -179,7 +189,7 @@ def _parse_2017(data: dict, path: Path, name: str) -> Sequence:
         image_id = int(_scalar(imgnum, path, f"{where}: imgnum")) if imgnum is not None else None
         persons = []
         for p_idx, rect in enumerate(entry.get("annorect") or []):
-            pwhere = f"{where}, person {p_idx}"
+            pwhere = f"{where} ({file_name or 'no file name'}), person {p_idx}"
             keypoints, present, scores = _empty_person_arrays()
             annopoints = rect.get("annopoints")
             has_point_list = bool(annopoints) and isinstance(annopoints[0], dict) and "point" in annopoints[0]
@@ -218,8 +228,8 @@ def _parse_2017(data: dict, path: Path, name: str) -> Sequence:
     return Sequence(name=name, frames=frames, format=FORMAT_2017, path=path)
 
 
-def _category_mapping(data: dict, path: Path) -> np.ndarray:
-    """int [K_file]: for each keypoint of the file's category, its PoseTrack-18 slot or -1 (not scored)."""
+def _category_mapping(data: dict, path: Path) -> Tuple[List[str], np.ndarray]:
+    """The file category's keypoint names [K_file] and, for each, its PoseTrack-18 slot or -1 (not scored)."""
     categories = data.get("categories")
     if not isinstance(categories, list) or not categories:
         raise _fail(path, "no 'categories' entry: a PoseTrack 2018 file names its keypoints there")
@@ -235,8 +245,9 @@ def _category_mapping(data: dict, path: Path) -> np.ndarray:
                     "PoseTrack files and derives head_bottom/head_top, see docs/posetrack.md)")
         raise _fail(path, f"unknown keypoint layout: the category lacks {', '.join(missing)}; PoseTrack needs "
                           f"{', '.join(EVAL_JOINT_NAMES)}{hint}")
-    return np.array([POSETRACK18.index(n) if n in POSETRACK18.keypoint_names and n not in ("left_ear", "right_ear")
-                     else -1 for n in names], dtype=np.int64)
+    return [str(n) for n in names], np.array([POSETRACK18.index(n) if n in POSETRACK18.keypoint_names
+                                              and n not in ("left_ear", "right_ear") else -1 for n in names],
+                                             dtype=np.int64)
 
 
 def _box_xywh_to_xyxy(box, path, where: str) -> Optional[np.ndarray]:
@@ -244,7 +255,7 @@ def _box_xywh_to_xyxy(box, path, where: str) -> Optional[np.ndarray]:
         return None
     if not isinstance(box, list) or len(box) != 4:
         raise _fail(path, f"{where}: a box must be [x, y, width, height], got {box!r}")
-    x, y, w, h = (float(v) for v in box)
+    x, y, w, h = (float(_number(v, path, f"{where}: box value")) for v in box)
     return np.array([x, y, x + w, y + h])
 
 
@@ -255,7 +266,7 @@ def _parse_2018(data: dict, path: Path, name: str) -> Sequence:
         raise _fail(path, "'images' must be a list of frames")
     if not isinstance(annotations, list):
         raise _fail(path, "'annotations' must be a list of persons")
-    mapping = _category_mapping(data, path)
+    names, mapping = _category_mapping(data, path)
     num_file_keypoints = len(mapping)
     frames = []
     index_of_image: Dict[Any, int] = {}
@@ -282,15 +293,23 @@ def _parse_2018(data: dict, path: Path, name: str) -> Sequence:
             raise _fail(path, f"{where}: expected an object")
         if ann.get("image_id") not in index_of_image:
             raise _fail(path, f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        f_idx = index_of_image[ann["image_id"]]
+        where = (f"frame {f_idx} ({frames[f_idx].file_name or 'no file name'}), person "
+                 f"{len(frames[f_idx].persons)} (annotation {a_idx})")
         raw = ann.get("keypoints")
         if not isinstance(raw, list) or len(raw) != 3 * num_file_keypoints:
             got = len(raw) if isinstance(raw, list) else raw
             raise _fail(path, f"{where}: 'keypoints' must hold {num_file_keypoints} x (x, y, v) = "
                               f"{3 * num_file_keypoints} numbers as the category names them, got {got}")
+        for i, value in enumerate(raw):
+            _number(value, path, f"{where}: keypoint {names[i // 3]} {'xyv'[i % 3]}")
         triples = np.asarray(raw, dtype=np.float64).reshape(num_file_keypoints, 3)
         file_scores = ann.get("scores") or []
-        if file_scores and len(file_scores) != num_file_keypoints:
-            raise _fail(path, f"{where}: 'scores' has {len(file_scores)} values for {num_file_keypoints} keypoints")
+        if not isinstance(file_scores, list) or (file_scores and len(file_scores) != num_file_keypoints):
+            raise _fail(path, f"{where}: 'scores' must be empty or hold one value per keypoint "
+                              f"({num_file_keypoints}), got {file_scores!r}")
+        for i, value in enumerate(file_scores):
+            _number(value, path, f"{where}: score of keypoint {names[i]}")
         keypoints, present, scores = _empty_person_arrays()
         for k_file, slot in enumerate(mapping):
             if slot < 0:

@@ -1,9 +1,13 @@
-"""Outputs of a tracking run: annotated video, live window, JSON Lines, MOTChallenge box file.
+"""Outputs of a tracking run: annotated video, live window, JSON Lines, MOTChallenge box file, PoseTrack 2018 file.
 
 A sink gets `write(frame, tracks, fps)` per frame and `close(keep)` once. File sinks write to a temporary name
-and rename on `close(keep=True)` (a finished or interrupted run); `close(keep=False)` (a failed run) deletes
-the temporary file, so no half-written output ever appears under the final name.
-`SinkWriter` runs the sinks in a thread so rendering and encoding never block inference.
+and, on `close(keep=True)` (a finished or interrupted run), first `finish()` the file (flush, fsync, check that
+it is complete) and then rename it into place; `close(keep=False)` (a failed run) deletes the temporary file, so
+no half-written output ever appears under the final name. Every write is checked: a failed one raises
+OutputError naming the file. `SinkWriter` runs the sinks in a thread so rendering and encoding never block
+inference; when one output fails it discards them all, as any failed run does.
+
+`open_sinks` is the one place that turns output paths into sinks (the track and bench commands use it).
 """
 from __future__ import annotations
 
@@ -11,25 +15,38 @@ import json
 import logging
 import os
 import queue
+import shutil
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from ..errors import OutputError, UserError
+from ..interrupts import deferred
+from ..posetrack_layout import check_head_rule, tracks_to_persons
 from ..skeleton import Skeleton
 from ..structures import Frame, Tracks
-from .atomic import check_output_path, temporary_path_for
+from .atomic import check_distinct_outputs, check_output_path, output_error, remove_stale_parts, temporary_path_for
+from .posetrack_json import FrameAnnotation, Sequence, sequence_to_2018
 from .render import draw_tracks
 
 log = logging.getLogger(__name__)
+
+# Accepted extensions per output kind (checked before the run starts).
+VIDEO_FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+VIDEO_SUFFIXES = tuple(VIDEO_FOURCC)
+JSON_LINES_SUFFIXES = (".jsonl", ".json")
+POSETRACK_SUFFIXES = (".json",)
 
 
 class Sink:
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         raise NotImplementedError
+
+    def finish(self) -> None:
+        """Complete the output (flush, close, verify) without publishing it; raises OutputError if it is not."""
 
     def close(self, keep: bool = True) -> None:
         pass
@@ -39,22 +56,51 @@ class Sink:
 
 
 class _AtomicFileSink(Sink):
-    """Writes to a temporary file beside `path`; renames it to `path` on close(keep=True)."""
+    """Writes to a temporary file beside `path`; renames it to `path` on close(keep=True) once finish() passed."""
+
+    suffixes: Optional[Sequence[str]] = None
+    what = "output"
 
     def __init__(self, path):
-        self.path = check_output_path(path)
+        self.path = check_output_path(path, self.suffixes, self.what)
+        remove_stale_parts(self.path)
         self.tmp_path = temporary_path_for(self.path)
+        self._finished = False
 
     def _finish(self) -> None:
-        pass
+        """Flush and close the file; raise OSError or OutputError when it is incomplete."""
+
+    def _release(self) -> None:
+        """Let go of the file without completing it (a discarded output)."""
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._finish()
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
+
+    def _discard(self) -> None:
+        try:
+            self._release()
+        except OSError:  # the file is deleted anyway
+            pass
+        self.tmp_path.unlink(missing_ok=True)
 
     def close(self, keep: bool = True) -> None:
-        self._finish()
-        if keep:
+        if not keep:
+            self._discard()
+            return
+        try:
+            self.finish()
+        except OutputError:
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+        with deferred():
             os.replace(self.tmp_path, self.path)
-            log.info("wrote %s", self.path)
-        elif self.tmp_path.exists():
-            self.tmp_path.unlink()
+        log.info("wrote %s", self.path)
 
 
 class _TextLinesSink(_AtomicFileSink):
@@ -62,17 +108,31 @@ class _TextLinesSink(_AtomicFileSink):
         super().__init__(path)
         self._handle = open(self.tmp_path, "w", encoding="utf-8")
 
+    def _write_text(self, text: str) -> None:
+        try:
+            self._handle.write(text)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
+
     def _finish(self) -> None:
         if not self._handle.closed:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+            try:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            finally:
+                self._handle.close()
+
+    def _release(self) -> None:
+        self._handle.close()
 
 
 class JsonLinesSink(_TextLinesSink):
     """One JSON object per frame:
     {"frame": 0, "time_s": 0.0, "layout": "coco17", "persons": [{"track_id": 1, "box_xyxy": [x1, y1, x2, y2],
      "score": 0.9, "keypoints": [[x, y, score], ...]}]} with coordinates and scores rounded to 0.01."""
+
+    suffixes = JSON_LINES_SUFFIXES
+    what = "--out-json"
 
     def __init__(self, path, skeleton: Skeleton):
         super().__init__(path)
@@ -93,24 +153,67 @@ class JsonLinesSink(_TextLinesSink):
             for i, track_id in enumerate(tracks.track_ids)
         ]
         record = {"frame": frame.index, "time_s": round(frame.timestamp_s, 4), "layout": self.layout, "persons": persons}
-        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._write_text(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 class MotChallengeSink(_TextLinesSink):
     """MOTChallenge boxes: `frame,id,left,top,width,height,score,-1,-1,-1`, frames counted from 1."""
 
+    what = "--out-mot"
+
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         boxes = tracks.poses.boxes_xyxy
+        lines = []
         for i, track_id in enumerate(tracks.track_ids):
             x1, y1, x2, y2 = boxes[i]
-            self._handle.write(f"{frame.index + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
-                               f"{float(tracks.poses.box_scores[i]):.4f},-1,-1,-1\n")
+            lines.append(f"{frame.index + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
+                         f"{float(tracks.poses.box_scores[i]):.4f},-1,-1,-1\n")
+        self._write_text("".join(lines))
+
+
+class PoseTrackSink(_AtomicFileSink):
+    """A PoseTrack 2018 file of the whole run (one `images` entry per input frame, persons with track ids), made
+    by the same conversion and writer as the batch command's predictions, so `posetrack eval` scores it.
+
+    `frame_name(index)` names each frame's image (a folder source gives its file names). Frames the source left
+    out (damaged) get an empty entry, so the file keeps one entry per input frame.
+    """
+
+    suffixes = POSETRACK_SUFFIXES
+    what = "--out-posetrack"
+
+    def __init__(self, path, skeleton: Skeleton, *, keypoint_score_threshold: float, head_rule: str,
+                 frame_name: Callable[[int], str]):
+        check_head_rule(head_rule)
+        super().__init__(path)
+        self.skeleton = skeleton
+        self.keypoint_score_threshold = keypoint_score_threshold
+        self.head_rule = head_rule
+        self.frame_name = frame_name
+        self._persons = {}
+
+    def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
+        self._persons[frame.index] = tracks_to_persons(tracks, self.skeleton, self.keypoint_score_threshold,
+                                                       self.head_rule)
+
+    def _finish(self) -> None:
+        count = max(self._persons) + 1 if self._persons else 0
+        frames = [FrameAnnotation(file_name=self.frame_name(i), image_id=i, is_labeled=i in self._persons,
+                                  persons=self._persons.get(i, [])) for i in range(count)]
+        data = sequence_to_2018(Sequence(self.path.stem, frames))
+        with open(self.tmp_path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 class _RenderingSink(Sink):
-    def __init__(self, skeleton: Skeleton, render_options: dict):
+    """Draws the tracks on a copy of each frame; `render_options` are draw_tracks' keyword arguments plus
+    draw_fps (RenderConfig's fields)."""
+
+    def __init__(self, skeleton: Skeleton, render_options: Optional[dict] = None):
         self.skeleton = skeleton
-        self.render_options = dict(render_options)
+        self.render_options = dict(render_options or {})
         self.draw_fps = self.render_options.pop("draw_fps", True)
 
     def render(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> np.ndarray:
@@ -118,21 +221,38 @@ class _RenderingSink(Sink):
                            **self.render_options)
 
 
+class RenderOnlySink(_RenderingSink):
+    """Draws and drops the picture: the rendering cost of a run without a video output (what a live window would
+    pay); the bench command times it."""
+
+    def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
+        self.render(frame, tracks, fps)
+
+
 class VideoSink(_AtomicFileSink, _RenderingSink):
-    """Annotated video (mp4v for .mp4/.mov, MJPG for .avi), at the source's frame rate."""
+    """Annotated video (mp4v for .mp4/.mov/.m4v/.mkv, MJPG for .avi), at the source's frame rate.
 
-    FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+    OpenCV's VideoWriter reports no write error, so two checks stand in for one: every GROWTH_CHECK_FRAMES frames,
+    a file that has not grown on a disk with less than LOW_SPACE_BYTES free means the disk is full (the run stops
+    there); and finish() reopens the file and requires every written frame to be in it (a full disk or an
+    encoder failure leaves an unreadable file or missing frames).
+    """
 
-    def __init__(self, path, skeleton: Skeleton, fps: float, render_options: dict):
+    suffixes = VIDEO_SUFFIXES
+    what = "--out-video"
+    # The encoder buffers tens of kB before the file grows, so a small video may not grow for many frames; only
+    # no growth AND (almost) no free space is taken as a full disk.
+    GROWTH_CHECK_FRAMES = 25
+    LOW_SPACE_BYTES = 1 << 20
+
+    def __init__(self, path, skeleton: Skeleton, fps: float, render_options: Optional[dict] = None):
         _AtomicFileSink.__init__(self, path)
         _RenderingSink.__init__(self, skeleton, render_options)
-        suffix = self.path.suffix.lower()
-        if suffix not in self.FOURCC:
-            self.tmp_path.unlink()
-            raise UserError(f"output video {self.path} must end in one of {', '.join(self.FOURCC)}")
-        self.fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[suffix])
+        self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
         self.fps = fps
+        self.frames_written = 0
         self._writer: Optional[cv2.VideoWriter] = None
+        self._size_at_check = 0
 
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         if self._writer is None:
@@ -140,17 +260,56 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video {self.path}: OpenCV has no encoder for it here; try a .avi name")
         self._writer.write(self.render(frame, tracks, fps))
+        self.frames_written += 1
+        if self.frames_written % self.GROWTH_CHECK_FRAMES == 0:
+            self._check_growth()
 
-    def _finish(self) -> None:
+    def _check_growth(self) -> None:
+        try:
+            size = self.tmp_path.stat().st_size
+            free = shutil.disk_usage(self.tmp_path.parent).free
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
+        if size <= self._size_at_check and free < self.LOW_SPACE_BYTES:
+            raise OutputError(f"cannot write {self.path}: the disk is full ({free} bytes free in "
+                              f"{self.tmp_path.parent}); free some space or choose another location; nothing was "
+                              "written there")
+        self._size_at_check = size
+
+    def _release(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+    def _finish(self) -> None:
+        if self._writer is None:
+            return
+        self._release()
+        written = self.frames_written
+        capture = cv2.VideoCapture(str(self.tmp_path))
+        try:
+            readable = capture.isOpened()
+            found = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if readable else 0
+        finally:
+            capture.release()
+        if not readable or found != written:
+            free = shutil.disk_usage(self.tmp_path.parent).free
+            cause = (f"the disk is full ({free} bytes free)" if free < self.LOW_SPACE_BYTES
+                     else "the encoder did not write every frame")
+            state = "is unreadable" if not readable else f"holds {found} of the {written} frames written"
+            raise OutputError(f"cannot write {self.path}: the video {state}, {cause}; nothing was written there")
+
+    def close(self, keep: bool = True) -> None:
+        if keep and self.frames_written == 0:
+            log.warning("no frame reached %s: not written", self.path)
+            keep = False
+        super().close(keep)
 
 
 class WindowSink(_RenderingSink):
     """Live window; `q` or Esc ends the run."""
 
-    def __init__(self, skeleton: Skeleton, render_options: dict, title: str = "posetrack"):
+    def __init__(self, skeleton: Skeleton, render_options: Optional[dict] = None, title: str = "posetrack"):
         super().__init__(skeleton, render_options)
         self.title = title
 
@@ -168,6 +327,50 @@ class WindowSink(_RenderingSink):
             cv2.destroyWindow(self.title)
         except cv2.error:
             pass
+
+
+def check_output_paths(*, video=None, jsonl=None, mot=None, posetrack=None, inputs=None) -> None:
+    """Before a run starts: each output's extension and folder, and no output on an input or on another output.
+    `inputs`: label -> path of what the run reads (e.g. {"SOURCE": "video.mp4"})."""
+    # Same-file clashes first: naming both paths says more than a wrong extension on one of them.
+    check_distinct_outputs({"--out-video": video, "--out-json": jsonl, "--out-mot": mot,
+                            "--out-posetrack": posetrack}, inputs)
+    for path, suffixes, what in ((video, VIDEO_SUFFIXES, "--out-video"), (jsonl, JSON_LINES_SUFFIXES, "--out-json"),
+                                 (mot, None, "--out-mot"), (posetrack, POSETRACK_SUFFIXES, "--out-posetrack")):
+        if path:
+            check_output_path(path, suffixes, what)
+
+
+def open_sinks(skeleton: Skeleton, fps: float, render_options: Optional[dict] = None, *, video=None, jsonl=None,
+               mot=None, posetrack=None, posetrack_options: Optional[dict] = None, show: bool = False,
+               frame_name: Optional[Callable[[int], str]] = None) -> List[Sink]:
+    """The sinks for the given outputs (None = not written), in this order: video, JSON Lines, MOT, PoseTrack,
+    window. render_options: RenderConfig's fields (dataclasses.asdict(cfg.render)); posetrack_options:
+    keypoint_score_threshold and head_rule (PoseTrackOutputConfig's fields); frame_name: the source's. If one
+    cannot be opened, those already opened are discarded."""
+    sinks: List[Sink] = []
+    with deferred():
+        try:
+            if video:
+                sinks.append(VideoSink(video, skeleton, fps, render_options))
+            if jsonl:
+                sinks.append(JsonLinesSink(jsonl, skeleton))
+            if mot:
+                sinks.append(MotChallengeSink(mot))
+            if posetrack:
+                sinks.append(PoseTrackSink(posetrack, skeleton, frame_name=frame_name or _default_frame_name,
+                                           **(posetrack_options or {})))
+            if show:
+                sinks.append(WindowSink(skeleton, render_options))
+        except BaseException:
+            for sink in sinks:
+                sink.close(keep=False)
+            raise
+    return sinks
+
+
+def _default_frame_name(index: int) -> str:
+    return f"{index:06d}.jpg"
 
 
 _CLOSE = object()
@@ -211,11 +414,24 @@ class SinkWriter:
             self._queue.put((frame, tracks, fps))
 
     def close(self, keep: bool = True) -> None:
-        """Finish writing what is queued, then close every sink (renaming outputs into place if `keep`)."""
-        self._queue.put(_CLOSE)
-        self._thread.join()
-        keep = keep and self._error is None
-        for sink in self.sinks:
-            sink.close(keep=keep)
+        """Finish writing what is queued, then close every sink. With `keep`, every output is first finished and
+        checked; only when all are complete are they renamed into place, else all are discarded and the first
+        failure is raised (no output of a failed run is kept)."""
+        with deferred():
+            self._queue.put(_CLOSE)
+            self._thread.join()
+            keep = keep and self._error is None
+            if keep:
+                for sink in self.sinks:
+                    try:
+                        sink.finish()
+                    except OutputError as exc:
+                        self._error, keep = exc, False
+                        break
+            for sink in self.sinks:
+                try:
+                    sink.close(keep=keep)
+                except Exception as exc:  # noqa: BLE001 -- close the other sinks first, then raise the first
+                    self._error = self._error or exc
         if self._error is not None:
             raise self._error
