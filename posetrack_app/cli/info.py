@@ -31,6 +31,7 @@ DEPENDENCIES = {
     "ray": ("ray", "batch --ray"),
     "pytest": ("pytest", "the test suite"),
     "pytest-timeout": ("pytest_timeout", "per-test time limits in the test suite"),
+    "lap": ("lap", "benchmarks/compare_trackers.py (Ultralytics' ByteTrack / BoT-SORT rows)"),
 }
 
 
