@@ -9,7 +9,8 @@ from fake_clock import FakeClock
 
 from posetrack_app.benchmark import environment, report, runs, synthetic
 from posetrack_app.cli import main
-from posetrack_app.io.sinks import JsonLinesSink
+from posetrack_app.errors import OutputError
+from posetrack_app.io.sinks import JsonLinesSink, Sink
 from posetrack_app.io.sources import FrameSource
 from posetrack_app.pipeline import Pipeline
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
@@ -154,6 +155,25 @@ def test_sinks_are_timed_as_write_and_their_output_is_kept(tmp_path):
     assert [r["frame"] for r in lines] == list(range(7))  # warm-up frames are written too
 
 
+class FailsToFinish(Sink):
+    """An output that cannot be completed (a full disk found at the end, say)."""
+
+    def write(self, frame, tracks, fps):
+        pass
+
+    def finish(self):
+        raise OutputError("cannot write x.mp4: the disk is full")
+
+
+@pytest.mark.parametrize("runner", [runs.run_sequential, runs.run_pipelined])
+def test_one_output_that_cannot_be_finished_discards_them_all(runner, tmp_path):
+    clip = synthetic.SyntheticClip(2, 160, 120, 6, seed=4)
+    out = tmp_path / "poses.jsonl"
+    with pytest.raises(OutputError, match="disk is full"):
+        runner(_pipeline(clip), ClipSource(clip), [JsonLinesSink(out, COCO17), FailsToFinish()], warmup=1, frames=3)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file is left
+
+
 def _fake_run(mode="sequential"):
     stats = {
         "decode": StageStats(4, 40.0, 10.0, 10.0, 12.0, 8.0, 12.0),
@@ -259,15 +279,20 @@ def test_bench_cli_on_video_with_outputs(tmp_path, capsys, vtest):
     (["SOURCE", "--no-detector-network"], "applies to the synthetic clip only"),
     (["--json", "/nonexistent-folder/b.json"], "does not exist"),
     (["/nonexistent/video.avi"], "not found"),
+    (["SOURCE", "--out-video", "SOURCE"], "would destroy the input"),
+    (["--json", "TMP/b.json", "--markdown", "TMP/b.json"], "are the same file"),
+    (["--out-json", "TMP/poses.txt"], "must end in one of"),
 ])
-def test_bench_cli_bad_inputs_are_one_line_errors(argv, fragment, capsys, small_video):
-    argv = [str(small_video) if a == "SOURCE" else a for a in argv]
+def test_bench_cli_bad_inputs_are_one_line_errors(argv, fragment, capsys, small_video, tmp_path):
+    argv = [str(small_video) if a == "SOURCE" else a.replace("TMP", str(tmp_path)) for a in argv]
     code = main(["bench", "--frames", "1", "--warmup", "0", *argv])
     err = capsys.readouterr().err
     assert code == 2, err
     error_lines = [line for line in err.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and fragment in error_lines[0], err
     assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert small_video.stat().st_size > 0  # the input is intact
 
 
 class FakeHeatmapBackend:

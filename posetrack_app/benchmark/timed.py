@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Sequence
 
-from ..io.render import draw_tracks
+from ..errors import OutputError
+from ..io.sinks import RenderOnlySink
 from ..io.sources import FrameSource
 from ..skeleton import Skeleton
 from ..structures import Frame, Tracks
@@ -73,28 +74,6 @@ class TimedSink:
         self.sink.close(keep=keep)
 
 
-class RenderOnlySink:
-    """Draws the tracks on a copy of the frame and drops the picture: the rendering cost of a run without a
-    video output (what a live window would pay)."""
-
-    stop_requested = False
-
-    def __init__(self, skeleton: Skeleton, render_options: Optional[dict] = None):
-        self.skeleton = skeleton
-        self.render_options = dict(render_options or {})
-        self.draw_fps = self.render_options.pop("draw_fps", True)
-
-    def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
-        draw_tracks(frame.image_bgr.copy(), tracks, self.skeleton, fps=fps if self.draw_fps else None,
-                    **self.render_options)
-
-    def finish(self) -> None:
-        pass
-
-    def close(self, keep: bool = True) -> None:
-        pass
-
-
 def sink_stage_name(sink) -> str:
     """'write.video' for a VideoSink, 'write.jsonlines' for a JsonLinesSink, ... (class name without 'Sink')."""
     name = type(sink).__name__
@@ -129,14 +108,21 @@ class TimedSinkGroup:
             sink.finish()
 
     def close(self, keep: bool = True) -> None:
-        errors = []
+        """As io.sinks.SinkWriter closes its sinks: every output is finished and checked before any is published,
+        and one that fails discards them all; the first failure is raised after all are closed."""
+        error: Optional[BaseException] = None
+        if keep:
+            try:
+                self.finish()
+            except OutputError as exc:
+                error, keep = exc, False
         for sink in self.sinks:
             try:
                 sink.close(keep=keep)
             except Exception as exc:  # close the others before re-raising the first failure
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 def wrap_sinks(sinks: Sequence, timer: StageTimer, warmup: int, skeleton: Skeleton, render_options: dict) -> list:

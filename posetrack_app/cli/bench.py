@@ -7,12 +7,13 @@ cores, GPU, driver, CUDA, torch, ONNX Runtime, TensorRT) and the 1-minute load a
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from contextlib import contextmanager
 
 from ..errors import UserError
-from ..io.atomic import atomic_write, check_output_path, write_json_atomic
+from ..io.atomic import atomic_write, check_distinct_outputs, check_output_path, write_json_atomic
 from ._common import add_config_arguments, config_from_args
 
 COMMAND = "bench"
@@ -53,6 +54,8 @@ def add_arguments(parser) -> None:
 
 
 def _check_args(args) -> None:
+    from ..io.sinks import check_output_paths
+
     if args.frames < 1:
         raise UserError(f"--frames must be >= 1, got {args.frames}")
     if args.warmup < 0:
@@ -65,35 +68,13 @@ def _check_args(args) -> None:
             raise UserError("--no-detector-network applies to the synthetic clip only: drop SOURCE or the flag")
     if args.persons is not None and args.persons < 0:
         raise UserError(f"--persons must be >= 0, got {args.persons}")
-    for path in (args.json, args.markdown, args.out_video, args.out_json):
+    inputs = {"SOURCE": args.source}
+    check_distinct_outputs({"--json": args.json, "--markdown": args.markdown, "--out-video": args.out_video,
+                            "--out-json": args.out_json}, inputs)
+    check_output_paths(video=args.out_video, jsonl=args.out_json, inputs=inputs)
+    for path, what in ((args.json, "--json"), (args.markdown, "--markdown")):
         if path:
-            check_output_path(path)
-
-
-def _render_options(cfg) -> dict:
-    return {
-        "keypoint_score_threshold": cfg.render.keypoint_score_threshold,
-        "draw_boxes": cfg.render.draw_boxes,
-        "line_thickness": cfg.render.line_thickness,
-        "draw_fps": cfg.render.draw_fps,
-    }
-
-
-def _make_sinks(args, skeleton, fps: float, render_options: dict) -> list:
-    """The output sinks asked for (--out-video, --out-json); none opened when one fails to open."""
-    from ..io.sinks import JsonLinesSink, VideoSink
-
-    sinks = []
-    try:
-        if args.out_video:
-            sinks.append(VideoSink(args.out_video, skeleton, fps, render_options))
-        if args.out_json:
-            sinks.append(JsonLinesSink(args.out_json, skeleton))
-    except BaseException:
-        for sink in sinks:
-            sink.close(keep=False)
-        raise
-    return sinks
+            check_output_path(path, what=what)
 
 
 @contextmanager
@@ -130,9 +111,10 @@ def _measure(args, cfg, source_info, make_source, clip, notes) -> tuple:
     from ..benchmark import environment, runs as bench_runs
     from ..benchmark.synthetic import SyntheticDetector
     from ..build import build_detector, build_pipeline
+    from ..io.sinks import open_sinks
     from ..timing import StageTimer
 
-    render_options = _render_options(cfg)
+    render_options = dataclasses.asdict(cfg.render)
     modes = ["sequential", "pipelined"] if args.compare else (["sequential"] if args.sequential else ["pipelined"])
     results, pipeline = {}, None
     for mode in modes:
@@ -142,7 +124,7 @@ def _measure(args, cfg, source_info, make_source, clip, notes) -> tuple:
         pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer),
                                   detector=detector)
         source = make_source()
-        sinks = _make_sinks(args, pipeline.skeleton, source.fps, render_options)
+        sinks = open_sinks(pipeline.skeleton, source.fps, render_options, video=args.out_video, jsonl=args.out_json)
         log.info("bench: %s run, %d warm-up + %d frames", mode, args.warmup, args.frames)
         load_start = environment.load_average_1min()
         options = {} if mode == "sequential" else {"queue_size": cfg.source.queue_size}
