@@ -11,6 +11,7 @@ from posetrack_app.pose.checkpoint import (CheckpointCorruptError, CheckpointMis
                                            describe_state_dict, load_checkpoint, load_pose_network, read_state_dict,
                                            save_official_format)
 from posetrack_app.pose.models import build_model
+from state_dict_fixture import MODEL_FOR, SCHEMES, keys, labelled_state, save_as_released
 from test_hrnet import tiny_hrnet
 
 
@@ -162,3 +163,50 @@ def test_errors_are_user_errors():
 ])
 def test_describe_state_dict(keys, expected):
     assert describe_state_dict(keys).startswith(expected)
+
+
+# -- released files in each naming scheme, built from the outside key lists (tests/state_dict_fixture.py) --
+
+def _expected_source_key(scheme: str, official_name: str, file_keys) -> str:
+    """The file key that must land in `official_name`, by the documented rule (not by the converter's code)."""
+    if scheme == "official":
+        return official_name
+    head = {"mmpose_0x": "keypoint_head.", "mmpose_1x": "head."}[scheme]
+    is_head = official_name.startswith(("final_layer.", "deconv_layers."))
+    return (head if is_head else "backbone.") + official_name
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+@pytest.mark.parametrize("scheme,network", [(s, "hrnet_w32") for s in SCHEMES] + [("mmpose_1x", "resnet50"),
+                                                                                  ("mmpose_0x", "resnet50")])
+def test_released_files_of_every_naming_scheme_load_tensor_for_tensor(tmp_path, scheme, network):
+    """Official, mmpose 0.x and mmpose 1.x files (keys from the outside code, mmpose's numpy metadata included)
+    load strictly, and every tensor lands in the official name the rule says."""
+    path = save_as_released(scheme, network, tmp_path / f"{scheme}.pth")
+    file_keys = list(keys(scheme, network))
+    loaded = read_state_dict(path)
+    assert list(loaded) == list(keys("official", network))
+    model = _meta_model(MODEL_FOR[network])
+    load_checkpoint(model, path, model_name=MODEL_FOR[network])
+    for name, tensor in loaded.items():
+        assert int(tensor.flatten()[0]) == file_keys.index(_expected_source_key(scheme, name, file_keys)), name
+
+
+@pytest.mark.parametrize("extra_key,match", [
+    ("head.conv_layers.0.weight", "key 'head.conv_layers.0.weight', which is neither 'backbone.\\*' nor a heatmap head"),
+    ("neck.reduce.weight", "key 'neck.reduce.weight'"),
+    ("keypoint_head.final_layer.weight", "mixes mmpose 0.x \\('keypoint_head.'\\) and 1.x"),
+])
+def test_mmpose_files_with_other_keys_are_refused_naming_the_key(tmp_path, extra_key, match):
+    state = labelled_state("mmpose_1x", "hrnet_w32")
+    state[extra_key] = torch.zeros(1)
+    path = tmp_path / "odd_mmpose.pth"
+    torch.save({"meta": {}, "state_dict": state}, path)
+    with pytest.raises(CheckpointMismatchError, match=match):
+        read_state_dict(path)
+
+
+def test_mmpose_file_for_another_width_gets_the_usual_diagnosis(tmp_path):
+    path = save_as_released("mmpose_0x", "hrnet_w32", tmp_path / "w32_mmpose.pth")
+    with pytest.raises(CheckpointMismatchError, match="looks like HRNet-W32 with 17 keypoints"):
+        load_checkpoint(_meta_model("hrnet_w48_384x288"), path, model_name="hrnet_w48_384x288")

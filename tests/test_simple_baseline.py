@@ -22,7 +22,8 @@ def build_on_meta(depth: int, num_keypoints: int = 17) -> nn.Module:
 
 
 def official_keys(blocks_per_stage, deconv_layers: int = 3):
-    """The state_dict keys of the official pose_resnet.py, written out from its naming scheme."""
+    """The state_dict keys of the official pose_resnet.py, written out from its naming scheme (the scheme itself is
+    checked against the official code's R-50 key list below)."""
     def conv(prefix):
         return [f"{prefix}.weight"]
 
@@ -52,6 +53,14 @@ def test_state_dict_keys_are_the_official_ones(depth, blocks_per_stage):
     model = build_on_meta(depth)
     expected = official_keys(blocks_per_stage)
     assert list(model.state_dict()) == expected
+
+
+def test_written_out_scheme_and_our_r50_are_the_official_codes_r50():
+    from state_dict_fixture import keys
+
+    expected = keys("official", "resnet50")
+    assert official_keys((3, 4, 6, 3)) == list(expected)
+    assert {k: list(v.shape) for k, v in build_on_meta(50).state_dict().items()} == expected
 
 
 # (depth, expected parameters with 17 keypoints, relative tolerance). R-50 and R-152 are exact counts of the

@@ -1,10 +1,18 @@
 """Load pose checkpoints as released (.pth), strictly, with errors that say what the file is and what to do.
 
 Accepted layouts: a bare state_dict; {'state_dict': state_dict} (training snapshots); keys prefixed with
-`module.` (saved from nn.DataParallel). Anything that does not fit the model exactly is an error listing
-missing keys, unexpected keys and shape mismatches (a few of each, with counts) and saying which model
-(HRNet width, SimpleBaseline ResNet depth, Hourglass stacks) and keypoint count the file looks like. Files are
-read with torch.load(weights_only=True): no code runs.
+`module.` (saved from nn.DataParallel); and OpenMMLab's mmpose checkpoints ({'meta': ..., 'state_dict': ...}),
+whose keys are converted to the official names on load (`convert_mmpose_keys`). Anything that does not fit the
+model exactly is an error listing missing keys, unexpected keys and shape mismatches (a few of each, with counts)
+and saying which model (HRNet width, SimpleBaseline ResNet depth, Hourglass stacks) and keypoint count the file
+looks like. Files are read with torch.load(weights_only=True): no code runs (numpy arrays in mmpose's metadata
+are the one kind of non-tensor data allowed, `_NUMPY_DATA_GLOBALS`).
+
+mmpose names: 0.x files hold `backbone.*` and `keypoint_head.*`, 1.x files `backbone.*` and `head.*`. Under
+those prefixes the names are the official ones, key for key, shape for shape and in the same order: mmpose 0.29.0
+(TopdownHeatmapSimpleHead) and 1.3.2 (HeatmapHead) HRNet-W32/W48 and ResNet-50 models were built and compared
+with the official code's (leoxiaobin/deep-high-resolution-net.pytorch); tests/fixtures/state_dict_keys.json.gz
+holds the three key lists and tests/test_checkpoint.py checks the conversion against them.
 
 Shape glossary: K keypoints (heatmap channels, the rows of final_layer.weight, or of score.0.weight for the
 Hourglass).
@@ -17,9 +25,11 @@ import logging
 import pickle
 import zipfile
 from collections import OrderedDict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +43,24 @@ DATAPARALLEL_PREFIX = "module."
 # BatchNorm's step counter: absent from checkpoints saved by torch < 0.4.1 and unused at inference;
 # torch's own BatchNorm loader tolerates its absence for such files, and so do we.
 _OPTIONAL_KEY_SUFFIX = ".num_batches_tracked"
+# mmpose checkpoints: the backbone's prefix, the heatmap head's prefix in 0.x and in 1.x, and the head layers
+# whose names below the prefix are the official ones (1x1 final conv; SimpleBaseline's deconvolutions).
+MMPOSE_BACKBONE_PREFIX = "backbone."
+MMPOSE_HEAD_PREFIXES = {"keypoint_head.": "mmpose 0.x", "head.": "mmpose 1.x"}
+MMPOSE_HEAD_LAYERS = ("final_layer.", "deconv_layers.")
+
+
+def _numpy_data_globals() -> list:
+    """What unpickling numpy arrays needs (mmpose 1.x keeps keypoint colours and sigmas as arrays in its 'meta'):
+    the array reconstructor under its numpy 1 and numpy 2 names, ndarray, dtype and the numeric dtype classes.
+    Data only, no code."""
+    reconstruct = np.zeros(1).__reduce__()[0]
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"}
+    return [(reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype] + sorted(dtype_classes, key=lambda c: c.__name__)
+
+
+_NUMPY_DATA_GLOBALS = _numpy_data_globals()
 
 
 class CheckpointError(UserError):
@@ -68,8 +96,11 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
             f"pose weights file {path} not found{hint}: download the official checkpoint "
             f"(e.g. pose_hrnet_w48_384x288.pth) and pass --set pose.weights=PATH"
         )
+    # torch < 2.5 has no safe_globals; there an mmpose 1.x file's metadata stops the load with an UnpicklingError.
+    allow_numpy = getattr(torch.serialization, "safe_globals", None)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with allow_numpy(_NUMPY_DATA_GLOBALS) if allow_numpy else nullcontext():
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
         size = path.stat().st_size
         raise CheckpointCorruptError(
@@ -92,8 +123,42 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
         )
     keys = list(data)
     if all(k.startswith(DATAPARALLEL_PREFIX) for k in keys):
-        return OrderedDict((k[len(DATAPARALLEL_PREFIX):], v) for k, v in data.items())
+        data = OrderedDict((k[len(DATAPARALLEL_PREFIX):], v) for k, v in data.items())
+    if any(k.startswith(MMPOSE_BACKBONE_PREFIX) for k in data):
+        return convert_mmpose_keys(data, source=f"pose weights file {path}")
     return OrderedDict(data)
+
+
+def convert_mmpose_keys(state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+                        ) -> "OrderedDict[str, torch.Tensor]":
+    """An mmpose top-down heatmap checkpoint's state_dict under the official names: `backbone.` dropped, and
+    `keypoint_head.` (0.x) or `head.` (1.x) dropped before `final_layer.` / `deconv_layers.`. Strict: any other
+    key (another head, a neck, a data preprocessor) or both head prefixes in one file is a CheckpointMismatchError
+    that names the key."""
+    head_prefixes = {p for p in MMPOSE_HEAD_PREFIXES for k in state_dict if k.startswith(p)}
+    if len(head_prefixes) > 1:
+        raise CheckpointMismatchError(
+            f"{source} mixes mmpose 0.x ('keypoint_head.') and 1.x ('head.') head names: it is not a checkpoint "
+            f"mmpose saved; download the released file again")
+    converted: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith(MMPOSE_BACKBONE_PREFIX):
+            name = key[len(MMPOSE_BACKBONE_PREFIX):]
+        else:
+            prefix = next((p for p in MMPOSE_HEAD_PREFIXES if key.startswith(p)), None)
+            name = key[len(prefix):] if prefix else None
+            if name is None or not name.startswith(MMPOSE_HEAD_LAYERS):
+                raise CheckpointMismatchError(
+                    f"{source} is an mmpose checkpoint with key {key!r}, which is neither 'backbone.*' nor a "
+                    f"heatmap head layer ('keypoint_head.' or 'head.' + {' / '.join(MMPOSE_HEAD_LAYERS)}): only "
+                    f"top-down heatmap models (HRNet, SimpleBaseline ResNet) load here; pick one of "
+                    f"`posetrack weights list`")
+        if name in converted:
+            raise CheckpointMismatchError(f"{source}: keys {key!r} and another both become {name!r} without "
+                                          f"their mmpose prefix: not a checkpoint mmpose saved")
+        converted[name] = value
+    log.debug("%s: %d mmpose keys converted to the official names", source, len(converted))
+    return converted
 
 
 # Bottlenecks per ResNet stage (layer1..layer4) -> depth, for SimpleBaseline checkpoints.
