@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence as SequenceType
 
 from .config import AppConfig, PoseTrackOutputConfig
 from .errors import DamagedFrameError, UserError
+from .interrupts import deferred
 from .io.atomic import check_distinct_outputs, remove_stale_parts, write_json_atomic
 from .io.posetrack_json import read_sequence, sequence_to_json
 from .io.sources import IMAGE_SUFFIXES, DamagedFrames, check_damaged_frame_policy, list_images, read_image
@@ -320,7 +321,8 @@ def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, worke
     bars = _Progress(progress, len(todo), sum(len(j.image_paths()) for j in todo) if progress else 0)
 
     def finish(job: SequenceJob, data: dict, frames: int, seconds: float) -> None:
-        write_json_atomic(output_path(out_dir, job), data)
+        with deferred():  # a finished sequence is written even when a signal arrives meanwhile
+            write_json_atomic(output_path(out_dir, job), data)
         report.outcomes.append(SequenceOutcome(job.name, "done", frames, seconds))
         bars.sequence()
 

@@ -281,6 +281,72 @@ def test_bad_input_messages(tmp_path):
         assert "s.json" in str(info.value), case
 
 
+def _set_2018(data, annotation, field, value, index=None):
+    if index is None:
+        data["annotations"][annotation][field] = value
+    else:
+        data["annotations"][annotation][field][index] = value
+    return data
+
+
+def _set_2017(data, frame, person_index, point, field, value):
+    data["annolist"][frame]["annorect"][person_index]["annopoints"][0]["point"][point][field] = [value]
+    return data
+
+
+# Prediction files with values that are not finite numbers. Python's JSON reader accepts NaN and Infinity, and
+# numpy turns the string "1.5" into a number: each would change the scores silently (MOTA 50 -> -200 with NaN).
+_RIGHT_WRIST = 3 * POSETRACK18.index("right_wrist")
+BAD_VALUES = [
+    ("2018", lambda d: _set_2018(d, 5, "keypoints", float("nan"), _RIGHT_WRIST),
+     "frame 2 (images/val/s/000002.jpg), person 1 (annotation 5): keypoint right_wrist x must be a finite number, "
+     "got nan"),
+    ("2018", lambda d: _set_2018(d, 0, "keypoints", float("inf"), _RIGHT_WRIST + 1),
+     "frame 0 (images/val/s/000000.jpg), person 0 (annotation 0): keypoint right_wrist y must be a finite number, "
+     "got inf"),
+    ("2018", lambda d: _set_2018(d, 2, "keypoints", "12.5", 0),
+     "frame 1 (images/val/s/000001.jpg), person 0 (annotation 2): keypoint nose x must be a finite number, "
+     "got '12.5'"),
+    ("2018", lambda d: _set_2018(d, 3, "keypoints", True, 2),
+     "person 1 (annotation 3): keypoint nose v must be a finite number, got True"),
+    ("2018", lambda d: _set_2018(d, 1, "scores", [0.9] * 16 + [float("nan")]),
+     "frame 0 (images/val/s/000000.jpg), person 1 (annotation 1): score of keypoint right_ankle must be a finite "
+     "number, got nan"),
+    ("2018", lambda d: _set_2018(d, 4, "score", float("-inf")),
+     "person 0 (annotation 4): score must be a finite number, got -inf"),
+    ("2018", lambda d: _set_2018(d, 6, "bbox", [1, 2, "wide", 4]),
+     "person 0 (annotation 6): box value must be a finite number, got 'wide'"),
+    ("2017", lambda d: _set_2017(d, 3, 1, 4, "x", float("nan")),
+     "frame 3 (images/val/s/000003.jpg), person 1: x must be a finite number, got nan"),
+    ("2017", lambda d: _set_2017(d, 1, 0, 0, "score", "high"),
+     "frame 1 (images/val/s/000001.jpg), person 0: score must be a finite number, got 'high'"),
+]
+
+
+@pytest.mark.parametrize("fmt, corrupt, message", BAD_VALUES)
+def test_non_finite_or_non_numeric_values_are_refused_naming_file_frame_and_person(tmp_path, capsys, fmt, corrupt,
+                                                                                    message):
+    from posetrack_app.cli import main
+
+    gt = gt_sequence(name="s")
+    pred = sequence(pred_frames(lambda f: [person(1, ORIGIN[1]), person(2, ORIGIN[2])]), name="s")
+    for p in (q for frame in pred.frames for q in frame.persons):
+        p.score, p.box_xyxy = 0.9, np.array([0.0, 0.0, 10.0, 10.0])
+    data = corrupt(json.loads(_json(pred, fmt)))
+    gt_dir, pred_dir = _folders(tmp_path, _json(gt, fmt), json.dumps(data))
+    code = main(["eval", str(gt_dir), str(pred_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert f"{pred_dir / 's.json'}: " in errors[0] and message in errors[0], errors[0]
+
+
+def test_wide_values_keep_their_columns_apart():
+    from posetrack_app.cli.eval import _cell
+    assert [_cell(v) for v in (-1234.5, -200.0, 50.0, float("nan"))] == [" -1234.5", " -200.0", "  50.0", "   n/a"]
+
+
 def test_unknown_keypoint_layout_is_named(tmp_path):
     data = json.loads(_json(gt_sequence()))
     data["categories"][0]["keypoints"] = ["nose", "left_eye", "right_eye", "left_ear", "right_ear",

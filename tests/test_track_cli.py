@@ -38,7 +38,9 @@ def test_track_writes_video_json_and_mot(tmp_path, capsys, vtest):
     code, err = _run(capsys, ["track", str(vtest), "--out-video", str(out_video), "--out-json", str(out_json),
                               "--out-mot", str(out_mot), "--max-frames", "8", *NO_PROGRESS])
     assert code == 0, err
-    assert "8 frames" in err and "FPS" in err
+    assert "8 frames" in err and "FPS end to end" in err
+    # No pose network runs (no weights): the summary says so instead of a meaningless "pose 45907 FPS".
+    assert "pose: detector keypoints" in err and "stage FPS" not in err
     records = [json.loads(line) for line in out_json.read_text().splitlines()]
     assert [r["frame"] for r in records] == list(range(8))
     persons = [p for r in records for p in r["persons"]]
@@ -106,6 +108,17 @@ def _silent_server():
     return server, stop, connections
 
 
+def test_refused_connection_says_refused(capsys):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on this port now: connecting is refused at once
+    code, err = _run(capsys, ["track", f"rtsp://127.0.0.1:{port}/live", "--set", "source.open_timeout_s=5",
+                              *NO_PROGRESS])
+    _assert_user_error(code, err, "cannot open stream", f"connection refused by 127.0.0.1:{port}")
+    assert "within" not in err
+
+
 def test_stream_that_does_not_answer_times_out(capsys):
     server, stop, connections = _silent_server()
     try:
@@ -117,7 +130,7 @@ def test_stream_that_does_not_answer_times_out(capsys):
         server.close()
         for c in connections:
             c.close()
-    _assert_user_error(code, err, "cannot open stream", "within 1 s")
+    _assert_user_error(code, err, "cannot open stream", "accepts connections but sent no video within 1 s")
 
 
 @pytest.mark.parametrize("make_args, fragments", [
@@ -128,8 +141,9 @@ def test_stream_that_does_not_answer_times_out(capsys):
     (lambda d, v: ["track", str(v), "--out-json", str(d / "nope" / "x.jsonl")], ["does not exist", "mkdir -p"]),
     (lambda d, v: ["track", str(v), "--out-json", "/proc/x.jsonl"], ["cannot write in /proc"]),
     (lambda d, v: ["track", str(v), "--out-video", str(d / "x.webm")], ["must end in one of"]),
+    (lambda d, v: ["track", str(v), "--out-json", str(d / "x.csv")], ["--out-json", "must end in one of .jsonl, .json"]),
     (lambda d, v: ["track", str(v), "--set", "detector.colour=red"], ["unknown config key detector.colour", "valid keys"]),
-    (lambda d, v: ["track", str(v), "--config", str(d / "broken.yaml")], ["not valid YAML at line"]),
+    (lambda d, v: ["track", str(v), "--config", str(d / "broken.yaml")], ["not valid YAML at line 2"]),
     (lambda d, v: ["track", str(v), "--set", "detector.model=" + str(d / "missing.onnx")], ["detector model", "not found"]),
     (lambda d, v: ["track", str(v), "--set", "detector.model=" + str(d / "garbage.onnx")], ["cannot load detector ONNX"]),
     (lambda d, v: ["track", str(v), "--set", "detector.input_size=100"], ["multiple of 32"]),

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # The one list of image suffixes every image reader here accepts (folder sources, PoseTrack batch sequences).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-JPEG_SUFFIXES = (".jpg", ".jpeg")
+JPEG_START = b"\xff\xd8"
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 # Where a URL names no port: the scheme's standard one (for the connection check after a failed open).
 DEFAULT_STREAM_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
@@ -52,11 +52,10 @@ def list_images(folder: Path) -> List[Path]:
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
-    """Whether a JPEG holds its end-of-image marker after the scan data. OpenCV decodes a truncated JPEG without
-    complaint (the missing rows come out grey), so this is checked here. The header segments are walked by their
-    lengths so that the end marker of an embedded EXIF thumbnail is not taken for the image's own."""
-    if data[:2] != b"\xff\xd8":
-        return False
+    """Whether JPEG data (starting with the start-of-image marker) holds its end-of-image marker after the scan
+    data. OpenCV decodes a truncated JPEG without complaint (the missing rows come out grey), so this is checked
+    here. The header segments are walked by their lengths so that the end marker of an embedded EXIF thumbnail is
+    not taken for the image's own."""
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
@@ -81,9 +80,15 @@ def read_image(path: Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise DamagedFrameError(f"cannot read image {path}: {exc.strerror}") from None
-    if path.suffix.lower() in JPEG_SUFFIXES and not _jpeg_is_complete(data):
+    # Only data that starts as a JPEG is checked as one (a misnamed PNG still decodes below).
+    if data[:2] == JPEG_START and not _jpeg_is_complete(data):
         raise DamagedFrameError(f"image {path} is a truncated or corrupt JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if not data:
+        raise DamagedFrameError(f"image {path} is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         raise DamagedFrameError(f"image {path} is corrupt or not an image")
     return image
@@ -96,21 +101,24 @@ def check_damaged_frame_policy(policy: str) -> str:
 
 
 class DamagedFrames:
-    """Applies the damaged-frame policy: counts and names skipped frames (the first MAX_NAMED_DAMAGED_FRAMES), or
-    raises at the first one under "stop"."""
+    """Applies the damaged-frame policy: counts skipped frames and names them in a warning (the first
+    MAX_NAMED_DAMAGED_FRAMES reports), or raises at the first one under "stop"."""
 
     def __init__(self, policy: str = "skip"):
         self.policy = check_damaged_frame_policy(policy)
         self.count = 0
+        self.reports = 0
 
-    def report(self, message: str, frames: int = 1) -> None:
+    def report(self, message: str, frames: int = 1, consequence: str = "skipped") -> None:
+        """`message` names the file and the frame(s); `frames`: how many frames it covers."""
         if self.policy == "stop":
             raise DamagedFrameError(f"{message} (source.damaged_frames=stop; set it to skip to leave such frames "
                                     "out and go on)")
         self.count += frames
-        if self.count - frames < MAX_NAMED_DAMAGED_FRAMES:
-            more = "" if self.count < MAX_NAMED_DAMAGED_FRAMES else "; further damaged frames are only counted"
-            log.warning("%s: skipped%s", message, more)
+        self.reports += 1
+        if self.reports <= MAX_NAMED_DAMAGED_FRAMES:
+            more = "; further damaged frames are counted, not named" if self.reports == MAX_NAMED_DAMAGED_FRAMES else ""
+            log.warning("%s: %s%s", message, consequence, more)
 
 
 class FrameSource:
@@ -188,8 +196,8 @@ class _CaptureSource(FrameSource):
         if self.frame_count is not None and index < self.frame_count - FRAME_COUNT_SLACK:
             self.truncated = True
             self._damage.report(f"{self.name} ended after {index} of its {self.frame_count} declared frames: the "
-                                "file looks truncated or corrupt",
-                                frames=self.frame_count - index)
+                                "file looks truncated or corrupt", frames=self.frame_count - index,
+                                consequence=f"the last {self.frame_count - index} frames count as damaged")
         if read == 0:
             raise UserError(f"no frame could be decoded from {self.name}: the file is empty or corrupt")
 
