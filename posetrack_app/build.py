@@ -35,7 +35,8 @@ PROCESS_WARNINGS = WarnOnce(log)
 
 
 def build_detector(cfg: AppConfig):
-    from .detection.yolo_onnx import YoloPoseDetector
+    """The detector cfg.detector describes; its `description` says which backend, device and precision run it."""
+    from .detection.detector import YoloPoseDetector
 
     d = cfg.detector
     if d.input_size == "auto":
@@ -43,16 +44,27 @@ def build_detector(cfg: AppConfig):
         from .input_size import AutoInputSizeDetector
 
         return AutoInputSizeDetector(lambda size: build_detector(replace(cfg, **{"detector.input_size": size})))
-    return YoloPoseDetector.from_model(
-        d.model,
-        input_size=d.input_size,
-        score_threshold=d.score_threshold,
-        nms_iou_threshold=d.nms_iou_threshold,
-        max_detections=d.max_detections,
-        providers=d.providers,
-        cache_dir=d.cache_dir,
-        intra_op_threads=d.intra_op_threads,
+    return YoloPoseDetector.build(
+        d.model, backend=d.backend, device=d.device, precision=d.precision, input_size=d.input_size,
+        score_threshold=d.score_threshold, nms_iou_threshold=d.nms_iou_threshold, max_detections=d.max_detections,
+        cache_dir=d.cache_dir, providers=tuple(d.providers), intra_op_threads=d.intra_op_threads,
+        ort_spinning=d.ort_spinning, engine=d.engine, int8_calibration=d.int8_calibration,
+        int8_calibration_frames=d.int8_calibration_frames,
     )
+
+
+def build_detection_schedule(cfg: AppConfig):
+    """When the pipeline runs the detector (cfg.detector.schedule; detection/schedule.py)."""
+    from .detection.schedule import build_schedule
+
+    d = cfg.detector
+    skips_frames = d.schedule != "fixed" or d.detect_every > 1
+    if skips_frames and cfg.tracker.kind != "flowtrack":
+        raise ConfigError(f"detector.schedule={d.schedule} with detect_every={d.detect_every} skips frames and needs "
+                          "tracker.kind=flowtrack to carry them; set detector.schedule=fixed and "
+                          "detector.detect_every=1 for the IoU tracker")
+    return build_schedule(d.schedule, detect_every=d.detect_every, adaptive_max_interval_s=d.adaptive_max_interval_s,
+                          adaptive_min_reliable_fraction=d.adaptive_min_reliable_fraction)
 
 
 def build_pose_stage(cfg: AppConfig, warn_once: Optional[WarnOnce] = None):
@@ -120,12 +132,10 @@ def build_tracker(cfg: AppConfig, skeleton):
 def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detector=None) -> Pipeline:
     """The pipeline `cfg` describes. `detector`: a ready detector to use instead of building cfg.detector's (the
     bench command's synthetic clip wraps the real network this way)."""
-    if cfg.detector.detect_every > 1 and cfg.tracker.kind != "flowtrack":
-        raise ConfigError(f"detector.detect_every={cfg.detector.detect_every} needs tracker.kind=flowtrack to carry "
-                          "the frames between detections; set detector.detect_every=1 for the IoU tracker")
+    schedule = build_detection_schedule(cfg)
     if detector is None:
         detector = build_detector(cfg)
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
-    return Pipeline(detector, pose_stage, tracker, detect_every=cfg.detector.detect_every,
+    return Pipeline(detector, pose_stage, tracker, schedule=schedule,
                     box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer)

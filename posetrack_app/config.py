@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .onnx_providers import DEFAULT_PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,38 @@ class DetectorConfig(_Validated):
     # Ultralytics' default, so our boxes match what `YOLO(...).predict` reports at the same settings.
     nms_iou_threshold: float = ranged(0.7, **UNIT)
     max_detections: int = ranged(100, 1, 10000)
+    # Network runtime (detection/backends): "onnxruntime", "openvino" (CPU, the [openvino] extra), "torch" (the
+    # TorchScript export; a CUDA torch is all a GPU needs), "tensorrt" (an engine built once from the ONNX), or
+    # "auto": torch on a GPU when there is one, else onnxruntime.
+    backend: str = "auto"
+    # "auto" (the GPU when the backend can use one), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    # "auto" (fp16 on a GPU, fp32 on a CPU), "fp32", "fp16" (torch / tensorrt on CUDA), "bf16" (torch), or "int8"
+    # (onnxruntime / openvino: static Q/DQ quantization calibrated on int8_calibration, made once and cached).
+    precision: str = "auto"
+    # int8 calibration frames: a video file or an image folder ("" = the sample photos Ultralytics ships), and how
+    # many frames to spread over it.
+    int8_calibration: str = ""
+    int8_calibration_frames: int = ranged(64, 1, 10000)
     # ONNX Runtime execution providers in order of preference; those not installed are skipped.
-    providers: tuple = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    # Folder for the exported ONNX file; empty = engines/ of the repository, else ~/.cache/posetrack_app.
+    providers: tuple = DEFAULT_PROVIDERS
+    # Folder for the exported ONNX / TorchScript files and engines; empty = engines/ of the repository, else
+    # ~/.cache/posetrack_app.
     cache_dir: str = ""
-    # ONNX Runtime threads for the detector (0 = one per core). Set it when several workers share the cores.
+    # TensorRT engine file; empty = built once into cache_dir for this model, precision and input size.
+    engine: str = ""
+    # onnxruntime / openvino threads for the detector (0 = one per core). Set it when several workers share cores.
     intra_op_threads: int = ranged(0, 0, 1024)
-    # Run the detector every k-th frame; the tracker carries the frames between (flowtrack only).
+    # onnxruntime worker threads busy-wait between operators (lower latency while the cores are otherwise idle).
+    ort_spinning: bool = True
+    # When the detector runs: "fixed" = every detect_every-th frame; "adaptive" = when the flow that carries the
+    # tracks between detections gets unreliable (fewer than adaptive_min_reliable_fraction of the flowed joints
+    # pass the forward-backward check), when nobody is tracked, or adaptive_max_interval_s after the last
+    # detection, whichever comes first. The tracker carries the frames between (flowtrack only).
+    schedule: str = "fixed"
     detect_every: int = ranged(1, 1, 1000)
+    adaptive_max_interval_s: float = ranged(0.3, 0.0, 60.0)
+    adaptive_min_reliable_fraction: float = ranged(0.9, **UNIT)
 
 
 @dataclass(frozen=True)
@@ -181,8 +206,9 @@ class FlowTrackConfig(_Validated):
     pose_nms_oks_threshold: float = ranged(0.6, **UNIT)
     # Detector poses below this box score never start a track (they may still continue one).
     new_track_min_score: float = ranged(0.3, **UNIT)
-    # A new track is reported at once when its first detection scores at least this; a weaker one needs a second
-    # detection in the next frame first (a single weak detection is never reported). 1.0 = always wait.
+    # A new track is reported once the mean box score of its detections reaches this: at once for a strong first
+    # detection; weak ones wait for stronger detections in the next frames, so a single weak detection (or a run of
+    # them on one spot) is never reported.
     confirm_score: float = ranged(0.5, **UNIT)
     # Seconds a reported track may be carried by flow alone after its last detection (propagated box and pose,
     # only while its joints flow reliably). 0 = never report a pose the detector did not back.

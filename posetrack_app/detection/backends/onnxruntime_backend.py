@@ -1,0 +1,74 @@
+"""ONNX Runtime detector backend: the YOLO-pose ONNX file (fp32, or its int8 Q/DQ version) in an InferenceSession,
+on the CPU or, with `onnxruntime-gpu` installed, on CUDA. Host I/O: numpy in, numpy out. `onnxruntime` is
+imported only here.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ...errors import UserError
+from ...onnx_providers import CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
+from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeNetwork:
+    """`onnx_path`: a YOLO-pose ONNX file, input [1, 3, S, T], output [1, 5 + 3K, A].
+
+    intra_op_threads: 0 = one per core. spinning: worker threads busy-wait between operators (lower latency
+    when the cores are free; off leaves them to the reader and writer threads)."""
+
+    name = "onnxruntime"
+    host_io = True
+
+    def __init__(self, onnx_path, *, device: str = "cpu", providers: Sequence[str] = DEFAULT_PROVIDERS,
+                 intra_op_threads: int = 0, spinning: bool = True, precision: str = "fp32"):
+        chosen = select_providers(providers_for_device(device, providers), ort.get_available_providers())
+        if device.startswith("cuda") and CUDA_PROVIDER not in chosen:
+            raise UserError("detector.device is cuda but this onnxruntime has no CUDA provider: pip install "
+                            "'posetrack_app[cuda]', or set detector.backend=auto to run the TorchScript "
+                            "export on the GPU")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        provider_options = [{"device_id": int(device.partition(":")[2] or 0)} if p == CUDA_PROVIDER else {}
+                            for p in chosen]
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=list(chosen),
+                                                provider_options=provider_options)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{onnx_path} has {len(inputs)} inputs and {len(outputs)} outputs: not a YOLO-pose "
+                            "export; point detector.model at one")
+        check_pose_io(inputs[0].shape, outputs[0].shape, onnx_path)
+        self.input_name = inputs[0].name
+        self.fixed_hw = fixed_input_hw(inputs[0].shape)
+        self.providers = tuple(self.session.get_providers())
+        self.device = device if self.providers[0] == CUDA_PROVIDER else "cpu"
+        self.precision = precision
+        self.onnx_path = Path(onnx_path)
+
+    @classmethod
+    def from_options(cls, options: DetectorOptions) -> "OnnxRuntimeNetwork":
+        return cls(onnx_model(options), device=options.device, providers=options.providers,
+                   intra_op_threads=options.intra_op_threads, spinning=options.ort_spinning,
+                   precision=options.precision)
+
+    @property
+    def description(self) -> str:
+        return f"onnxruntime {self.precision} on {self.device} ({self.providers[0]})"
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: blob})[0]
+
+    def close(self) -> None:
+        self.session = None
