@@ -1,14 +1,17 @@
 """Batch runner: dataset walking, resume, failures, worker processes, Ray, and a real end-to-end run.
 
-Most tests use `fake_factory`: a deterministic test double whose poses follow from the image's grey level,
-so GT files made from the same rule are matched exactly. One test runs the real pipeline (YOLO11n-pose)
-on PETS 2009 frames laid out as a PoseTrack dataset, kills the batch midway and resumes it.
+Most tests use `fake_factory`: a deterministic test double whose poses follow from the image's grey level. The
+ground truth is written out by hand from the same rule (`gt_persons`, plain JSON dicts, never the project's
+PoseTrack conversion or writer), so the scores are known without running the code under test. One test runs the
+real pipeline (YOLO11n-pose) on the PoseTrack 2018 sample, kills the batch midway, resumes it, and scores it
+against the sample's human annotations.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,20 +27,34 @@ from posetrack_app.batch import discover_sequences, run_batch
 from posetrack_app.config import AppConfig, load_config
 from posetrack_app.errors import UserError
 from posetrack_app.evaluation.posetrack import evaluate_folders
-from posetrack_app.io.posetrack_json import FrameAnnotation, Sequence, write_sequence
-from posetrack_app.posetrack_layout import tracks_to_persons
-from posetrack_app.skeleton import COCO17
-from posetrack_app.structures import Frame, Poses, Tracks
+from posetrack_app.skeleton import POSETRACK18
+from posetrack_app.structures import Poses, Tracks
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 FAIL_LEVEL = 255  # a frame of this grey level makes the fake pipeline raise
 
+# The official PoseTrack 2018 keypoint order, written out (the ears are never annotated or scored).
+POSETRACK18_NAMES = ["nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                     "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                     "right_knee", "left_ankle", "right_ankle"]
+EARS = (3, 4)
+EVAL_ORDER_2017 = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+                   "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "head_bottom", "nose",
+                   "head_top"]
+
+
+def person_joints(level: int, track_id: int) -> np.ndarray:
+    """[17, 2] joints (PoseTrack-18 order) of person `track_id` in a frame of grey `level`: persons 1 and 2 are
+    what the fake pipeline finds; person 3 only exists in ground truth made with `unseen_person`."""
+    base = np.stack([np.arange(17) * 3.0, np.arange(17) * 5.0], axis=1)
+    return base + {1: (level, 10), 2: (level + 100, 20), 3: (level + 200, 30)}[track_id]
+
 
 class FakePipeline:
-    """Two persons per frame, placed by the image's grey level; track ids 1 and 2 from reset on."""
+    """Persons 1 and 2 (PoseTrack-18 layout, score 0.9) placed by the image's grey level; a white frame raises."""
 
-    skeleton = COCO17
+    skeleton = POSETRACK18
 
     def reset(self):
         self.frames = 0
@@ -46,8 +63,7 @@ class FakePipeline:
         level = int(frame.image_bgr[0, 0, 0])
         if level == FAIL_LEVEL:
             raise ValueError("fake pipeline: cannot handle a white frame")
-        base = np.stack([np.arange(17) * 3.0, np.arange(17) * 5.0], axis=1).astype(np.float32)
-        keypoints = np.stack([base + (level, 10), base + (level + 100, 20)])
+        keypoints = np.stack([person_joints(level, 1), person_joints(level, 2)]).astype(np.float32)
         scores = np.full((2, 17), 0.9, np.float32)
         boxes = np.array([[level, 10, level + 60, 110], [level + 100, 20, level + 160, 120]], np.float32)
         return Tracks(np.array([1, 2]), Poses(keypoints, scores, boxes, np.array([0.9, 0.8], np.float32)))
@@ -57,42 +73,54 @@ def fake_factory(cfg):
     return FakePipeline()
 
 
-def _head_boxes(persons):
-    for p in persons:
-        x1, y1, x2, y2 = p.box_xyxy
-        p.head_box_xyxy = np.array([x1, y1, x1 + (x2 - x1) / 2, y1 + (y2 - y1) / 4])
-    return persons
+def _gt_2018(name, levels, track_ids):
+    images, annotations = [], []
+    for i, level in enumerate(levels):
+        images.append({"file_name": f"images/val/{name}/{i:06d}.png", "id": i, "is_labeled": True})
+        for t in ([] if level == FAIL_LEVEL else track_ids):
+            keypoints = []
+            for k, (x, y) in enumerate(person_joints(level, t)):
+                keypoints += [0, 0, 0] if k in EARS else [float(x), float(y), 1]
+            x0, y0 = person_joints(level, t)[0]
+            annotations.append({"id": 100 * i + t, "image_id": i, "track_id": t, "keypoints": keypoints,
+                                "bbox_head": [float(x0), float(y0), 60.0, 80.0]})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"name": "person", "id": 1, "keypoints": POSETRACK18_NAMES}]}
 
 
-def make_dataset(root: Path, sequences: dict, fmt="2018", pipeline=None, cfg=None):
-    """sequences: name -> list of BGR images. Writes images/val/<name>/NNNNNN.jpg and a GT file whose persons
-    are `pipeline`'s output on those images (head boxes from the person boxes)."""
-    pipeline = pipeline or FakePipeline()
-    cfg = cfg or AppConfig()
-    for name, images in sequences.items():
+def _gt_2017(name, levels, track_ids):
+    annolist = []
+    for i, level in enumerate(levels):
+        rects = []
+        for t in ([] if level == FAIL_LEVEL else track_ids):
+            joints = person_joints(level, t)
+            points = [{"id": [j], "x": [float(joints[POSETRACK18_NAMES.index(n), 0])],
+                       "y": [float(joints[POSETRACK18_NAMES.index(n), 1])]} for j, n in enumerate(EVAL_ORDER_2017)]
+            x0, y0 = joints[0]
+            rects.append({"track_id": [t], "x1": [float(x0)], "y1": [float(y0)], "x2": [float(x0) + 60],
+                          "y2": [float(y0) + 80], "annopoints": [{"point": points}]})
+        annolist.append({"image": [{"name": f"images/val/{name}/{i:06d}.png"}], "imgnum": [i + 1],
+                         "is_labeled": [1], "annorect": rects})
+    return {"annolist": annolist}
+
+
+def make_dataset(root: Path, sequences: dict, fmt="2018", unseen_person=()):
+    """sequences: name -> grey levels, one flat PNG frame per level (lossless, so the fake reads the level back
+    exactly). GT files are hand-written JSON: persons 1 and 2 per frame (none in a white frame), plus person 3 in
+    the sequences named in `unseen_person`."""
+    for name, levels in sequences.items():
         folder = root / "images" / "val" / name
         folder.mkdir(parents=True)
-        pipeline.reset()
-        frames = []
-        for i, image in enumerate(images):
-            file_name = f"{i:06d}.jpg"
-            cv2.imwrite(str(folder / file_name), image)
-            decoded = cv2.imread(str(folder / file_name))
-            if decoded[0, 0, 0] == FAIL_LEVEL:
-                persons = []  # the fake pipeline fails here: the GT just has no person
-            else:
-                tracks = pipeline.step(Frame(i, decoded, i / 25))
-                persons = _head_boxes(tracks_to_persons(tracks, pipeline.skeleton,
-                                                        cfg.posetrack.keypoint_score_threshold, cfg.posetrack.head_rule))
-            frames.append(FrameAnnotation(file_name=f"images/val/{name}/{file_name}", image_id=i,
-                                          is_labeled=True, persons=persons))
+        for i, level in enumerate(levels):
+            cv2.imwrite(str(folder / f"{i:06d}.png"), np.full((48, 64, 3), level, np.uint8))
+        track_ids = (1, 2, 3) if name in unseen_person else (1, 2)
+        data = (_gt_2017 if fmt == "2017" else _gt_2018)(name, levels, track_ids)
         (root / "annotations" / "val").mkdir(parents=True, exist_ok=True)
-        write_sequence(root / "annotations" / "val" / f"{name}.json", Sequence(name, frames, fmt), fmt)
+        (root / "annotations" / "val" / f"{name}.json").write_text(json.dumps(data))
 
 
 def grey(level, n=3):
-    # Flat frames: the fake pipeline reads their grey level (GT and batch both read the decoded JPEG).
-    return [np.full((48, 64, 3), level + 10 * i, np.uint8) for i in range(n)]
+    return [level + 10 * i for i in range(n)]
 
 
 @pytest.fixture
@@ -119,6 +147,13 @@ def test_batch_writes_resumes_and_scores(fake_dataset, tmp_path):
     assert [o.status for o in report.outcomes] == ["done"] * 3 and report.num_frames == 9
     result = evaluate_folders(fake_dataset / "annotations" / "val", out)
     assert result.total_ap == 100.0 and result.total_mota == 100.0
+    # Every predicted joint sits exactly on the hand-written GT joint of its person.
+    data = json.loads((out / "seq_b.json").read_text())
+    by_image_and_track = {(a["image_id"], a["track_id"]): a["keypoints"] for a in data["annotations"]}
+    for i, level in enumerate(grey(60)):
+        for t in (1, 2):
+            expected = _gt_2018("seq_b", [level], (t,))["annotations"][0]["keypoints"]
+            np.testing.assert_allclose(by_image_and_track[(i, t)], expected, atol=1e-3)
     stamp = (out / "seq_b.json").stat().st_mtime_ns
     (out / "seq_c.json").unlink()
     again = run_batch(jobs, out, AppConfig(), pipeline_factory=fake_factory)
@@ -127,6 +162,21 @@ def test_batch_writes_resumes_and_scores(fake_dataset, tmp_path):
     assert (out / "seq_b.json").stat().st_mtime_ns == stamp
     redo = run_batch(jobs, out, AppConfig(), pipeline_factory=fake_factory, overwrite=True)
     assert [o.status for o in redo.outcomes] == ["done"] * 3
+
+
+def test_scores_against_ground_truth_with_a_person_never_predicted(tmp_path):
+    """seq_c's GT has a third person in every frame that the fake never finds. Per joint: 6 + 6 + 9 = 21 GT points,
+    18 exact predictions of one score, no false positive: AP = 18/21. MOT leaves each sequence's last frame out:
+    4 + 4 + 6 = 14 objects, 2 misses (person 3 twice): MOTA = 1 - 2/14."""
+    make_dataset(tmp_path / "ds", {"seq_a": grey(20), "seq_b": grey(60), "seq_c": grey(100)}, unseen_person={"seq_c"})
+    run_batch(discover_sequences(tmp_path / "ds", "val"), tmp_path / "pred", AppConfig(), pipeline_factory=fake_factory)
+    result = evaluate_folders(tmp_path / "ds" / "annotations" / "val", tmp_path / "pred")
+    for joint in result.ap:
+        assert (joint.num_gt, joint.num_predictions) == (21, 18)
+        assert joint.ap == pytest.approx(100 * 18 / 21, abs=1e-9)
+    for joint in result.mot:
+        assert (joint.num_objects, joint.num_misses, joint.num_switches, joint.num_false_positives) == (14, 2, 0, 0)
+        assert joint.mota == pytest.approx(100 * (1 - 2 / 14), abs=1e-9)
 
 
 def test_batch_keeps_the_gt_format_and_threshold(tmp_path):
@@ -140,23 +190,21 @@ def test_batch_keeps_the_gt_format_and_threshold(tmp_path):
 
 
 def test_failing_sequences_are_reported_and_the_rest_go_on(tmp_path):
-    make_dataset(tmp_path / "ds", {"good": grey(20), "white": grey(20)})
-    cv2.imwrite(str(tmp_path / "ds" / "images" / "val" / "white" / "000001.jpg"),
-                np.full((48, 64, 3), FAIL_LEVEL, np.uint8))
+    make_dataset(tmp_path / "ds", {"good": grey(20), "white": [20, FAIL_LEVEL, 40]})
     make_dataset(tmp_path / "ds2", {"lost": grey(20)})
-    (tmp_path / "ds2" / "images" / "val" / "lost" / "000002.jpg").unlink()
+    (tmp_path / "ds2" / "images" / "val" / "lost" / "000002.png").unlink()
     jobs = discover_sequences(tmp_path / "ds", "val") + discover_sequences(tmp_path / "ds2", "val")
     report = run_batch(jobs, tmp_path / "pred", AppConfig(), pipeline_factory=fake_factory)
     status = {o.name: (o.status, o.message) for o in report.outcomes}
     assert status["good"][0] == "done"
     assert status["white"][0] == "failed" and "white frame" in status["white"][1]
-    assert status["lost"][0] == "failed" and "000002.jpg" in status["lost"][1]
+    assert status["lost"][0] == "failed" and "000002.png" in status["lost"][1]
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["good.json"]
 
 
 def test_cli_lists_failures_and_exits_1(tmp_path, monkeypatch, capsys):
     from posetrack_app.cli import main
-    make_dataset(tmp_path / "ds", {"good": grey(20), "white": [np.full((48, 64, 3), FAIL_LEVEL, np.uint8)]})
+    make_dataset(tmp_path / "ds", {"good": grey(20), "white": [FAIL_LEVEL]})
     monkeypatch.setattr(batch_module, "default_pipeline_factory", fake_factory)
     code = main(["batch", str(tmp_path / "ds"), "--out", str(tmp_path / "pred"), "--eval", "--no-progress",
                  "--json", str(tmp_path / "scores.json")])
@@ -181,7 +229,7 @@ def test_worker_processes_give_the_same_files(fake_dataset, tmp_path):
 def test_ray_local_cluster_runs_a_batch(fake_dataset, tmp_path):
     import ray
 
-    make_dataset(fake_dataset, {"white": [np.full((48, 64, 3), FAIL_LEVEL, np.uint8)]})
+    make_dataset(fake_dataset, {"white": [FAIL_LEVEL]})
     jobs = discover_sequences(fake_dataset, "val")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT)])}})
@@ -198,47 +246,36 @@ def test_ray_local_cluster_runs_a_batch(fake_dataset, tmp_path):
 
 # ------------------------------------------------------------------------------------ real pipeline
 
-REAL_OVERRIDES = ["detector.input_size=640"]
+SAMPLE = ("003418_mpii_test", "009473_mpii_test", "012834_mpii_test")
 
 
-def _pets_sequences(pets_video: Path, starts=(0, 150, 300), length=10):
-    """PETS 2009 frames, the right half of the scene cropped and upscaled 2x so YOLO at 640 sees people."""
-    capture = cv2.VideoCapture(str(pets_video))
-    wanted = {s + i: (s, i) for s in starts for i in range(length)}
-    sequences = {f"pets_{s:03d}": [None] * length for s in starts}
-    index = 0
-    while index <= max(wanted):
-        ok, image = capture.read()
-        if not ok:
-            break
-        if index in wanted:
-            s, i = wanted[index]
-            sequences[f"pets_{s:03d}"][i] = cv2.resize(image[120:408, 384:768], (768, 576))
-        index += 1
-    capture.release()
-    return sequences
+def _sample_dataset(sample: Path, root: Path) -> Path:
+    """The PoseTrack 2018 sample in the batch layout: images/val/<seq>/ and annotations/val/<seq>.json."""
+    shutil.copytree(sample / "images", root / "images")
+    (root / "annotations" / "val").mkdir(parents=True)
+    for name in SAMPLE:
+        shutil.copy(sample / "annotations" / f"{name}.json", root / "annotations" / "val" / f"{name}.json")
+    return root
 
 
 def test_real_pipeline_batch_is_killed_resumed_and_scores(shared_data, tmp_path):
-    from posetrack_app.build import build_pipeline
-
-    cfg = load_config(None, REAL_OVERRIDES)
-    dataset = tmp_path / "ds"
-    # GT = the detector's own output, made in this process; the batch runs in a subprocess.
-    make_dataset(dataset, _pets_sequences(shared_data / "pets09_s2l1" / "vtest.avi"), pipeline=build_pipeline(cfg), cfg=cfg)
+    """The default pipeline on the sample's three annotated 1920x1080 frames, one sequence each (a few seconds
+    apiece on this CPU): killed after the first file, resumed, and scored against the human annotations
+    (measured Total AP 36.5, shoulders 59.6, as `track --out-posetrack` gives; the floors are far below that, and
+    far above the ~0 of a wrong joint order or misaligned frames)."""
+    dataset = _sample_dataset(shared_data / "posetrack18_sample", tmp_path / "ds")
     out = tmp_path / "pred"
-    command = [sys.executable, "-m", "posetrack_app", "batch", str(dataset), "--out", str(out), "--no-progress",
-               *[arg for o in REAL_OVERRIDES for arg in ("--set", o)]]
+    command = [sys.executable, "-m", "posetrack_app", "batch", str(dataset), "--out", str(out), "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not list(out.glob("pets_*.json")) and process.poll() is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("[!.]*.json")) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
-    finished = sorted(p.name for p in out.glob("pets_*.json"))
+    finished = sorted(p.name for p in out.glob("[!.]*.json"))
     assert 1 <= len(finished) < 3, finished   # killed midway
     stamps = {name: (out / name).stat().st_mtime_ns for name in finished}
 
@@ -247,12 +284,8 @@ def test_real_pipeline_batch_is_killed_resumed_and_scores(shared_data, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{3 - len(finished)} sequences predicted" in resumed.stdout and f"{len(finished)} already done" in resumed.stdout
     assert {name: (out / name).stat().st_mtime_ns for name in finished} == stamps  # not redone
-    assert not list(out.glob(".*.part.json"))  # the killed run's temporary file is gone
+    assert not [p.name for p in out.iterdir() if ".part" in p.name]  # the killed run's temporary file is gone
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert scores["num_sequences"] == 3 and scores["num_frames"] == 30
-    scored = [j for j in scores["ap"]["joints"] if j["num_gt"] > 0]
-    assert len(scored) >= 12
-    for ap, mot in zip(scores["ap"]["joints"], scores["mot"]["joints"]):
-        if ap["num_gt"]:
-            assert ap["ap"] == pytest.approx(100.0, abs=1e-9), ap
-            assert mot["mota"] == pytest.approx(100.0, abs=1e-9), mot
+    assert scores["num_sequences"] == 3 and scores["num_frames"] == 3
+    assert scores["ap"]["groups"]["Total"] >= 25.0, scores["ap"]["groups"]
+    assert scores["ap"]["groups"]["Shou"] >= 40.0, scores["ap"]["groups"]
