@@ -51,6 +51,9 @@ def test_non_targets_count_when_asked():
 @pytest.mark.parametrize("text, message", [
     ("1,2,3", "expected MOTChallenge columns"),
     ("1,a,3,4,5,6", "non-numeric"),
+    ("1,1,nan,4,5,6,1", "line 1: NaN or infinite value"),
+    ("1,1,3,4,inf,6,1", "line 1: NaN or infinite value"),
+    ("1,1,3,4,5,6,-Infinity", "line 1: NaN or infinite value"),
     ("0,1,3,4,5,6", "1-based"),
     ("1,1,3,4,-5,6", "negative box"),
     ("1,1,3,4,5,6\n1,1,9,9,5,6", "twice"),

@@ -63,6 +63,9 @@ def parse_mot_text(text: str, source: str = "<text>") -> MotFrames:
         except ValueError:
             raise UserError(f"{source} line {line_number}: non-numeric value in {line[:80]!r}; a MOTChallenge file "
                             "holds only numbers") from None
+        if not np.isfinite(values).all():  # float() reads "nan" and "inf" without complaint
+            raise UserError(f"{source} line {line_number}: NaN or infinite value in {line[:80]!r}; a MOTChallenge "
+                            "file holds only finite numbers")
         frame, track_id = values[0], values[1]
         if frame != int(frame) or frame < 1:
             raise UserError(f"{source} line {line_number}: frame must be a 1-based integer, got {parts[0]!r}")
