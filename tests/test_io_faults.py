@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from faults import cli_command, cli_env, fill_disk, small_tmpfs, synthetic_video
+from faults import cli_command, cli_env, fill_disk, small_tmpfs, synthetic_video, video_frame_count
 from posetrack_app.cli import main
 from posetrack_app.io.atomic import write_json_atomic
 from posetrack_app.errors import OutputError
@@ -58,6 +58,18 @@ def test_disk_full_gives_one_line_exit_2_and_no_file(full_disk, noise_video, cap
     if failing:
         assert str(full_disk / failing) in errors[0]
     assert _leftovers(full_disk) == []  # no output, no temporary file
+
+
+def test_small_video_on_a_nearly_full_disk_is_not_mistaken_for_a_full_one(full_disk, tmp_path, capsys):
+    """A tiny video does not make the file grow for many frames (the encoder buffers 32 kB); with 300 kB free that
+    is no failure, and the run must finish and keep the video."""
+    tiny = synthetic_video(tmp_path / "tiny.mp4", 80)
+    fill_disk(full_disk, 300_000)
+    code = main(["track", str(tiny), "--out-video", str(full_disk / "o.mp4"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert video_frame_count(full_disk / "o.mp4") == 80
+    assert _leftovers(full_disk) == ["o.mp4"]
 
 
 def test_disk_full_stderr_has_no_encoder_noise(full_disk, noise_video):

@@ -11,11 +11,13 @@ inference; when one output fails it discards them all, as any failed run does.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import queue
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -240,10 +242,13 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
 
     suffixes = VIDEO_SUFFIXES
     what = "--out-video"
-    # The encoder buffers tens of kB before the file grows, so a small video may not grow for many frames; only
-    # no growth AND (almost) no free space is taken as a full disk.
+    # The encoder buffers tens of kB before the file grows, so a small video may not grow for many frames. No
+    # growth with little free space is only a suspicion: a probe write of PROBE_BYTES (more than the encoder's
+    # 32 kB write buffer) then settles it, so a tiny video on a nearly full disk, or root writing into reserved
+    # blocks, goes on.
     GROWTH_CHECK_FRAMES = 25
     LOW_SPACE_BYTES = 1 << 20
+    PROBE_BYTES = 1 << 16
 
     def __init__(self, path, skeleton: Skeleton, fps: float, render_options: Optional[dict] = None):
         _AtomicFileSink.__init__(self, path)
@@ -270,11 +275,28 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
             free = shutil.disk_usage(self.tmp_path.parent).free
         except OSError as exc:
             raise output_error(self.path, exc) from None
-        if size <= self._size_at_check and free < self.LOW_SPACE_BYTES:
+        if size <= self._size_at_check and free < self.LOW_SPACE_BYTES and self._disk_is_full():
             raise OutputError(f"cannot write {self.path}: the disk is full ({free} bytes free in "
                               f"{self.tmp_path.parent}); free some space or choose another location; nothing was "
                               "written there")
         self._size_at_check = size
+
+    def _disk_is_full(self) -> bool:
+        """Whether PROBE_BYTES can still be written beside the output (then the encoder's writes fit too)."""
+        fd, probe = None, None
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".posetrack-space-probe.", dir=self.tmp_path.parent)
+            os.write(fd, bytes(self.PROBE_BYTES))
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return True
+            raise output_error(self.path, exc) from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+                os.unlink(probe)
+        return False
 
     def _release(self) -> None:
         if self._writer is not None:
