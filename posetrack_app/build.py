@@ -1,7 +1,7 @@
 """Config -> objects: the one place that maps an AppConfig to a detector, a pose stage, a tracker and a Pipeline.
 
-Also the policy for missing pose weights: without weights configured, the detector's own keypoints are used and
-that is said once; a configured file that is missing is handled here too.
+Also the policy for pose weights: a published name is fetched (pose/weights.py), a configured file or engine that is
+missing is an error, and only without weights configured are the detector's own keypoints used (said once).
 """
 from __future__ import annotations
 
@@ -68,28 +68,37 @@ def build_detection_schedule(cfg: AppConfig):
 
 
 def build_pose_stage(cfg: AppConfig, warn_once: Optional[WarnOnce] = None):
-    """The HRNet top-down estimator when its weights (or a built engine) are there, else the detector's own
-    keypoints, said once per `warn_once` (by default once per process); pose.require_weights turns the fallback
-    into an error."""
+    """The top-down estimator over the configured weights (a published name, fetched on first use, or a .pth
+    path) or exported engine. A configured weights file or engine that cannot be had is an error; with neither
+    configured, the detector's own keypoints are used, said once per `warn_once` (by default once per process),
+    unless pose.require_weights makes that an error too."""
     from .pose.detector_keypoints import DetectorKeypointPoses
 
     p = cfg.pose
     if p.model == "detector":
         return DetectorKeypointPoses()
-    weights = Path(p.weights).expanduser() if p.weights else None
-    has_weights = weights is not None and weights.is_file()
     # An exported engine (.onnx / .engine) runs without the .pth it came from.
-    has_engine = p.backend != "torch" and bool(p.engine) and Path(p.engine).expanduser().is_file()
-    if not (has_weights or has_engine):
-        reason = (f"pose.weights file {weights} not found" if weights is not None
-                  else "no pose.weights configured")
+    engine = Path(p.engine).expanduser() if p.engine and p.backend != "torch" else None
+    if engine is not None and not engine.is_file():
+        raise UserError(f"pose.engine file {engine} not found: build it with `posetrack export`, fix the path, or "
+                        f"leave pose.engine empty")
+    if not p.weights and engine is None:
         if p.require_weights:
-            raise UserError(f"{reason} and pose.require_weights is true: pass --set pose.weights=PATH to the "
-                            f"official checkpoint for {p.model} (e.g. pose_hrnet_w48_384x288.pth)")
+            raise UserError(f"no pose.weights configured and pose.require_weights is true: pass --set "
+                            f"pose.weights=NAME (`posetrack weights list`) or the path of a checkpoint for {p.model}")
         (warn_once or PROCESS_WARNINGS)(
-            "pose-fallback", "%s: using the detector's own keypoints instead of %s. Pass --set pose.weights=PATH.pth "
-            "for HRNet poses.", reason, p.model)
+            "pose-fallback", "no pose.weights configured: using the detector's own keypoints instead of %s. Pass "
+            "--set pose.weights=NAME (`posetrack weights list`) or PATH.pth for HRNet poses.", p.model)
         return DetectorKeypointPoses()
+    weights = None
+    if p.weights:
+        from .pose.weights import resolve, terminal_progress
+
+        weights = resolve(p.weights, model=p.model, keypoints=p.keypoints,
+                          progress=terminal_progress(f"pose weights {p.weights}"))
+        if not weights.is_file():
+            raise UserError(f"pose.weights file {weights} not found: fix the path, give a published name "
+                            f"(`posetrack weights list`), or leave pose.weights empty for the detector's keypoints")
 
     from .pose.backends import BackendOptions, create_backend
     from .pose.models import get_model_spec
@@ -103,7 +112,7 @@ def build_pose_stage(cfg: AppConfig, warn_once: Optional[WarnOnce] = None):
     spec = get_model_spec(p.model)
     options = BackendOptions(
         model_name=p.model, num_keypoints=skeleton.num_keypoints, input_hw=spec.input_hw,
-        keypoint_layout=skeleton.name, weights_path=str(weights) if has_weights else None, device=p.device,
+        keypoint_layout=skeleton.name, weights_path=str(weights) if weights else None, device=p.device,
         precision=p.precision, channels_last=p.channels_last, compile=p.compile, cuda_graphs=p.cuda_graphs,
         cuda_graph_batches=tuple(p.cuda_graph_batches), max_batch=p.max_batch, engine_path=p.engine,
         providers=tuple(p.providers), intra_op_threads=p.intra_op_threads,
@@ -111,7 +120,7 @@ def build_pose_stage(cfg: AppConfig, warn_once: Optional[WarnOnce] = None):
     backend = create_backend(p.backend, options)
     return TopDownEstimator(
         backend, skeleton=skeleton, flip_test=p.flip_test, flip_shift_cells=p.flip_shift_cells, dark=p.dark,
-        dark_kernel=p.dark_kernel, box_padding=p.box_padding, max_batch=p.max_batch,
+        dark_kernel=p.dark_kernel, clip_scores=p.clip_scores, box_padding=p.box_padding, max_batch=p.max_batch,
     )
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from .errors import ConfigError
 from .onnx_providers import DEFAULT_PROVIDERS
+from .pose.backends.base import DEFAULT_CUDA_GRAPH_BATCHES, DEFAULT_MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,11 @@ class DetectorConfig(_Validated):
 class PoseConfig(_Validated):
     # Pose network by name (see posetrack_app/pose/models), or "detector" to use the detector's own keypoints.
     model: str = "hrnet_w48_384x288"
-    # Path to the checkpoint (.pth). Empty or missing: fall back to the detector's keypoints (said once).
+    # The checkpoint: a published name (`posetrack weights list`; downloaded into the cache on first use) or the
+    # path of a .pth file (official or mmpose names). Empty: the detector's keypoints are used (said once); a path
+    # or name that cannot be had is an error.
     weights: str = ""
-    # Missing weights become an error instead of the fallback.
+    # No weights configured becomes an error instead of the fallback.
     require_weights: bool = False
     # "torch", "onnxruntime" or "tensorrt" (posetrack_app/pose/backends).
     backend: str = "torch"
@@ -156,13 +159,18 @@ class PoseConfig(_Validated):
     flip_test: bool = True
     # Cells the flipped-back heatmaps are shifted right (the reference code's shift_heatmap: 1).
     flip_shift_cells: int = ranged(1, 0, 8)
-    # Crops per network call; TensorRT engines need max_batch <= the engine's profile maximum.
-    max_batch: int = ranged(32, 1, 1024)
+    # Crops per network call (with the flip test a person is two crops); TensorRT engines run larger batches in
+    # chunks of their profile's maximum.
+    max_batch: int = ranged(DEFAULT_MAX_BATCH, 1, 1024)
     # Box enlargement around the person before cropping (the reference code's 1.25).
     box_padding: float = ranged(1.25, 1.0, 4.0)
-    # DARK sub-pixel decoding instead of the quarter-cell offset; dark_kernel: its smoothing kernel (odd, cells).
+    # Decoding is the official HRNet code's (ops/heatmap.py: quarter-cell shift with its border rule, peaks <= 0 at
+    # cell (0, 0), raw heatmap maxima as scores). dark: DARK sub-pixel decoding instead of the quarter-cell shift;
+    # dark_kernel: its smoothing kernel (odd, cells). clip_scores: keypoint scores clipped to [0, 1] (display);
+    # off, they are the raw maxima that OKS rescoring and PoseTrack's ranking expect.
     dark: bool = False
     dark_kernel: int = ranged(11, 1, 63)
+    clip_scores: bool = False
     # Exported file for onnxruntime (.onnx) or tensorrt (.engine). Empty: onnxruntime exports pose.weights into
     # engines/ on first use; tensorrt needs a file built by `posetrack export --format tensorrt`.
     engine: str = ""
@@ -171,9 +179,9 @@ class PoseConfig(_Validated):
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
-    cuda_graph_batches: tuple = (1, 2, 4, 8, 16, 32)
+    cuda_graph_batches: tuple = DEFAULT_CUDA_GRAPH_BATCHES
     # onnxruntime execution providers in order of preference; those not installed are skipped.
-    providers: tuple = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers: tuple = DEFAULT_PROVIDERS
     # onnxruntime intra-op threads (0 = its default: one per core).
     intra_op_threads: int = ranged(0, 0, 1024)
 

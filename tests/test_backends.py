@@ -11,6 +11,7 @@ import torch
 
 from posetrack_app.errors import ConfigError, UserError
 from posetrack_app.pose.backends import BACKENDS, BackendOptions, create_backend
+from posetrack_app.pose.backends.base import HEATMAP_STRIDE, BackendBase
 from posetrack_app.pose.backends.torch_backend import TorchBackend
 from test_hrnet import tiny_hrnet
 
@@ -141,6 +142,52 @@ def test_backend_rejects_wrong_input_shape(tiny, shape):
 def test_empty_batch(tiny):
     with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17, fold_bn=False) as backend:
         assert tuple(backend.infer(torch.zeros((0, 3) + INPUT_HW)).shape) == (0, 17, 32, 24)
+
+
+class RecordingBackend(BackendBase):
+    """The smallest backend: only `_infer`, which records what reaches it."""
+
+    def __init__(self, input_hw=INPUT_HW):
+        self.input_hw, self.num_keypoints, self.calls = input_hw, 5, []
+
+    def _infer(self, batch):
+        self.calls.append(tuple(batch.shape))
+        return torch.ones((batch.shape[0], 5) + self.heatmap_hw)
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((0, 3, 128, 96), "empty (0, 5, 32, 24), not forwarded"),
+    ((2, 3, 128, 96), "forwarded"),
+    ((2, 3, 64, 48), "ValueError"),
+    ((2, 4, 128, 96), "ValueError"),
+    ((3, 128, 96), "ValueError"),
+])
+def test_base_infer_checks_answers_empty_batches_and_forwards_the_rest(shape, expected):
+    backend = RecordingBackend()
+    if expected == "ValueError":
+        with pytest.raises(ValueError, match=r"RecordingBackend expects a batch \[B, 3, 128, 96\]"):
+            backend.infer(torch.zeros(shape))
+        assert backend.calls == []
+        return
+    out = backend.infer(torch.zeros(shape))
+    assert out.dtype == torch.float32 and out.shape == (shape[0], 5, 128 // HEATMAP_STRIDE, 96 // HEATMAP_STRIDE)
+    assert backend.calls == ([] if shape[0] == 0 else [shape])
+
+
+def test_torch_backend_warmup_runs_each_size_once_and_reports_its_cost(tiny):
+    with TorchBackend(tiny_copy(tiny), input_hw=INPUT_HW, num_keypoints=17) as backend:
+        costs = backend.warmup((1, 3))
+    assert set(costs) == {1, 3} and all(seconds > 0 for seconds in costs.values())
+
+
+def test_backend_options_give_the_manifest_fields_the_export_writes():
+    from posetrack_app.pose.export import MATCHED_FIELDS, pose_manifest
+
+    options = BackendOptions(model_name="hrnet_w32_256x192", num_keypoints=17, input_hw=(256, 192),
+                             keypoint_layout="posetrack18")
+    written = pose_manifest(model_name="hrnet_w32_256x192", num_keypoints=17, keypoint_layout="posetrack18",
+                            input_hw=(256, 192))
+    assert options.manifest_fields() == {k: written[k] for k in MATCHED_FIELDS}
 
 
 # -- GPU paths (correct by construction here; run where a GPU is present) --

@@ -143,12 +143,14 @@ def test_export_has_a_dynamic_batch_axis_and_a_manifest(small_export):
     assert manifest["dynamic_batch"] is True and manifest["opset"] >= 18
 
 
-def test_onnxruntime_backend_reuses_the_export_for_the_same_weights(small_export, tmp_path):
+def test_onnxruntime_backend_reuses_the_export_for_the_same_weights(small_export, tmp_path, monkeypatch):
     """pose.backend=onnxruntime without pose.engine exports into engines/<model>_<layout>_<weights hash>.onnx
     once; an existing file for the same weights is used as it is."""
+    from posetrack_app.pose import export
     from posetrack_app.pose.checkpoint import file_sha256
     from posetrack_app.pose.export import default_onnx_path
 
+    monkeypatch.setattr(export, "ENGINES_DIR", tmp_path)
     _, onnx_path = small_export
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"stand-in weights")
@@ -158,7 +160,7 @@ def test_onnxruntime_backend_reuses_the_export_for_the_same_weights(small_export
     manifest_path_for(target).write_text(json.dumps(manifest))
     before = target.stat().st_mtime_ns
     options = BackendOptions(model_name="tiny", num_keypoints=17, input_hw=(128, 96), weights_path=str(weights),
-                             engines_dir=str(tmp_path), providers=("CPUExecutionProvider",))
+                             providers=("CPUExecutionProvider",))
     with create_backend("onnxruntime", options) as backend:
         assert backend.onnx_path == target
     assert target.stat().st_mtime_ns == before and len(list(tmp_path.glob("*.onnx"))) == 1

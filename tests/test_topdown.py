@@ -366,27 +366,32 @@ def test_warp_crops_pads_outside_with_black():
 
 # -- pipeline integration: build_pose_stage --
 
-def test_missing_weights_fall_back_to_detector_keypoints_with_one_warning(caplog, tmp_path):
+def test_no_weights_fall_back_to_detector_keypoints_with_one_warning(caplog):
     from posetrack_app.build import WarnOnce, build_pose_stage
     from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
 
-    cfg = load_config(None, [f"pose.weights={tmp_path / 'absent.pth'}"])
+    cfg = load_config(None, [])
     warn_once = WarnOnce(logging.getLogger("test_fallback"))
     with caplog.at_level(logging.WARNING, logger="test_fallback"):
         stages = [build_pose_stage(cfg, warn_once) for _ in range(3)]
     assert all(isinstance(s, DetectorKeypointPoses) for s in stages)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "absent.pth not found" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "no pose.weights configured" in warnings[0].getMessage()
     assert "detector's own keypoints" in warnings[0].getMessage()
 
 
-@pytest.mark.parametrize("weights", ["", "absent.pth"])
-def test_require_weights_makes_missing_weights_an_error(tmp_path, weights):
+@pytest.mark.parametrize("overrides,match", [
+    (["pose.require_weights=true"], "no pose.weights configured and pose.require_weights is true"),
+    (["pose.weights={tmp}/absent.pth"], "pose.weights file .*absent.pth not found"),
+    (["pose.weights={tmp}/absent.pth", "pose.require_weights=true"], "pose.weights file .*absent.pth not found"),
+    (["pose.backend=onnxruntime", "pose.engine={tmp}/absent.onnx"], "pose.engine file .*absent.onnx not found"),
+])
+def test_explicit_weights_or_engine_that_are_missing_are_errors(tmp_path, overrides, match):
+    """Explicit means required: only an empty pose.weights falls back to the detector's keypoints."""
     from posetrack_app.build import build_pose_stage
 
-    path = str(tmp_path / weights) if weights else ""
-    cfg = load_config(None, [f"pose.weights={path}", "pose.require_weights=true"])
-    with pytest.raises(UserError, match="pose.require_weights is true: pass --set pose.weights=PATH"):
+    cfg = load_config(None, [o.format(tmp=tmp_path) for o in overrides])
+    with pytest.raises(UserError, match=match):
         build_pose_stage(cfg)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..pose.backends.base import DEFAULT_MAX_BATCH
+
 COMMAND = "export"
 HELP = "export a pose network to ONNX or a TensorRT engine (written into engines/ with a manifest)"
 
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="TensorRT: half-precision engine")
     parser.add_argument("--int8-calib", metavar="DIR",
                         help="TensorRT 10: INT8 engine calibrated on the images in DIR (or DIR/calibration.cache)")
-    parser.add_argument("--max-batch", type=int, default=32, metavar="N",
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, metavar="N",
                         help="TensorRT: largest batch of the engine's profile (ONNX is exported with a free batch "
                              "axis); default: %(default)s")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: engines/ of the repository)")

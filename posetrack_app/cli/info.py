@@ -90,6 +90,22 @@ def dependency_rows() -> List[Tuple[str, str]]:
     return rows
 
 
+def _pose_state(pose) -> str:
+    """What `track` will do for poses with this pose config (pose/weights.py for published names)."""
+    from ..pose import weights as published
+
+    value = pose.weights
+    if not value:
+        return "no HRNet weights configured; the detector's keypoints are used"
+    if Path(value).expanduser().is_file():
+        return f"{pose.model} from {value}"
+    if published.looks_like_name(value) and value in published.REGISTRY:
+        path = published.cached_path(published.REGISTRY[value])
+        where = f"cached at {path}" if path.is_file() else "downloaded on first use"
+        return f"{pose.model} with published weights {value} ({where})"
+    return f"{pose.model}: weights {value} not found: track stops with an error (`posetrack weights list`)"
+
+
 def run(args) -> int:
     from .. import __version__
     from ..config import load_config
@@ -117,13 +133,7 @@ def run(args) -> int:
         rows.append(("detector", f"{DEFAULT_MODEL} ({state}; cache {cache})"))
     else:
         rows.append(("detector", cfg.detector.model))
-    weights = cfg.pose.weights
-    if weights and Path(weights).is_file():
-        pose_state = f"{cfg.pose.model} from {weights}"
-    else:
-        pose_state = (f"{cfg.pose.model}: weights not found ({weights}); the detector's keypoints are used"
-                      if weights else "no HRNet weights configured; the detector's keypoints are used")
-    rows.append(("pose", pose_state))
+    rows.append(("pose", _pose_state(cfg.pose)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}".rstrip())

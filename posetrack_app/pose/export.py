@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..io.atomic import check_output_path, temporary_path_for, write_json_atomic
 from .backends.base import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from .backends.torch_backend import fold_batchnorm
@@ -146,9 +146,14 @@ def export_onnx(model: nn.Module, path, *, input_hw: Tuple[int, int], manifest: 
     return path
 
 
-def pose_manifest(*, model_name: str, num_keypoints: int, keypoint_layout: str, input_hw: Tuple[int, int],
-                  weights_path=None, mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB) -> Dict[str, Any]:
-    """The fields that tie an exported file to a pose configuration."""
+# What a runner compares between an exported file's manifest and its configuration (besides, for TensorRT engines,
+# the TensorRT version and the GPU).
+MATCHED_FIELDS = ("model", "num_keypoints", "keypoint_layout", "input_hw", "mean_rgb", "std_rgb")
+
+
+def manifest_fields(*, model_name: str, num_keypoints: int, keypoint_layout: str, input_hw: Tuple[int, int],
+                    mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB) -> Dict[str, Any]:
+    """The MATCHED_FIELDS of a pose configuration, in the manifest's JSON form."""
     return {
         "model": model_name,
         "num_keypoints": int(num_keypoints),
@@ -156,13 +161,54 @@ def pose_manifest(*, model_name: str, num_keypoints: int, keypoint_layout: str, 
         "input_hw": [int(input_hw[0]), int(input_hw[1])],
         "mean_rgb": [float(v) for v in mean_rgb],
         "std_rgb": [float(v) for v in std_rgb],
-        "weights_sha256": file_sha256(weights_path) if weights_path else None,
     }
 
 
-def default_onnx_path(engines_dir, model_name: str, keypoint_layout: str, weights_sha256: Optional[str],
+def pose_manifest(*, model_name: str, num_keypoints: int, keypoint_layout: str, input_hw: Tuple[int, int],
+                  weights_path=None, mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB) -> Dict[str, Any]:
+    """The fields that tie an exported file to a pose configuration and to the weights it was made from."""
+    fields = manifest_fields(model_name=model_name, num_keypoints=num_keypoints, keypoint_layout=keypoint_layout,
+                             input_hw=input_hw, mean_rgb=mean_rgb, std_rgb=std_rgb)
+    fields["weights_sha256"] = file_sha256(weights_path) if weights_path else None
+    return fields
+
+
+def onnx_for_options(options) -> Path:
+    """The ONNX file a BackendOptions asks onnxruntime to run, checked against its manifest: options.engine_path,
+    or options.weights_path exported into engines/ on first use (one file per weights file and layout, reused
+    while the weights stay the same)."""
+    from .checkpoint import load_pose_network
+
+    if options.engine_path:
+        onnx_path = Path(options.engine_path)
+        if onnx_path.suffix != ".onnx":
+            raise ConfigError(f"pose.backend=onnxruntime needs an .onnx file in pose.engine, got {onnx_path}")
+    else:
+        if not options.weights_path:
+            raise ConfigError("pose.backend=onnxruntime needs pose.weights (exported on first use) or "
+                              "pose.engine=PATH.onnx")
+        expected = pose_manifest(model_name=options.model_name, num_keypoints=options.num_keypoints,
+                                 keypoint_layout=options.keypoint_layout, input_hw=options.input_hw,
+                                 weights_path=options.weights_path, mean_rgb=options.mean_rgb, std_rgb=options.std_rgb)
+        onnx_path = default_onnx_path(ENGINES_DIR, options.model_name, options.keypoint_layout,
+                                      expected["weights_sha256"])
+        if not onnx_path.is_file():
+            log.info("exporting %s to %s for onnxruntime (once per weights file)", options.model_name, onnx_path)
+            onnx_path.parent.mkdir(parents=True, exist_ok=True)
+            model = load_pose_network(options.model_name, options.weights_path, options.num_keypoints)
+            export_onnx(model, onnx_path, input_hw=options.input_hw, manifest=expected)
+    manifest = read_manifest(onnx_path)
+    if manifest is not None:
+        check_manifest(manifest, options.manifest_fields(), f"ONNX file {onnx_path}")
+    elif onnx_path.is_file():
+        log.warning("%s has no manifest beside it: its keypoint layout and normalisation are assumed to match the "
+                    "config", onnx_path)
+    return onnx_path
+
+
+def default_onnx_path(engines_dir: Path, model_name: str, keypoint_layout: str, weights_sha256: Optional[str],
                       precision: str = "fp32") -> Path:
     """engines/<model>_<layout>_<weights hash prefix>[_fp16].onnx: one file per weights file and layout."""
     tag = weights_sha256[:12] if weights_sha256 else "random"
     suffix = "" if precision == "fp32" else f"_{precision}"
-    return Path(engines_dir or ENGINES_DIR) / f"{model_name}_{keypoint_layout}_{tag}{suffix}.onnx"
+    return Path(engines_dir) / f"{model_name}_{keypoint_layout}_{tag}{suffix}.onnx"

@@ -1,28 +1,36 @@
-"""Pose backend protocol and the registry of backends by name.
+"""Pose backend protocol, the shared `infer` of every backend, and the registry of backends by name.
 
 Shape glossary:
     B  crops in one call
     K  keypoints
-    H x W  network input; heatmaps are H/4 x W/4
+    H x W  network input; heatmaps are H/HEATMAP_STRIDE x W/HEATMAP_STRIDE
 
 A backend maps a float batch [B, 3, H, W] (RGB, ImageNet-normalised, any device) to heatmaps [B, K, H/4, W/4]
-(float32 torch tensor). Backends are context managers (`with create_backend(...) as backend:`); `close()` frees
-sessions, engines and CUDA graphs. The registry maps a name to "module:Class" so that choosing one backend
-never imports another's runtime (onnxruntime, tensorrt are imported only inside their modules).
+(float32 torch tensor). `BackendBase.infer` is the one entry: it checks the batch, answers an empty batch itself,
+and hands a non-empty batch to the backend's own `_infer` (runner template: infer -> _infer). Backends are context
+managers (`with create_backend(...) as backend:`); `close()` frees sessions, engines and CUDA graphs. The registry
+maps a name to "module:factory" so that choosing one backend never imports another's runtime (onnxruntime and
+tensorrt are imported only inside their modules). This module imports neither torch nor any runtime, so that
+config.py can take its defaults from here.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ...errors import ConfigError
+from ...onnx_providers import DEFAULT_PROVIDERS
 
 # ImageNet statistics (RGB, 0..1 scale) the HRNet checkpoints were trained with.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 # Heatmap resolution relative to the network input.
 HEATMAP_STRIDE = 4
+# Crops per network call, and the batch sizes the torch backend captures CUDA graphs for (a batch runs in the
+# smallest bucket that holds it): up to 64, so 30 people with the flip test (60 crops) are one call.
+DEFAULT_MAX_BATCH = 64
+DEFAULT_CUDA_GRAPH_BATCHES: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 @runtime_checkable
@@ -46,7 +54,8 @@ class PoseBackend(Protocol):
 
 
 class BackendBase:
-    """Context-manager plumbing and input checks shared by the backends."""
+    """What every backend shares: context-manager plumbing and `infer` (input check, empty batch, heatmap size);
+    a backend implements `_infer` for a checked, non-empty batch."""
 
     input_hw: Tuple[int, int]
     num_keypoints: int
@@ -61,12 +70,26 @@ class BackendBase:
     def close(self) -> None:
         pass
 
-    def check_batch(self, batch) -> None:
+    @property
+    def heatmap_hw(self) -> Tuple[int, int]:
+        return self.input_hw[0] // HEATMAP_STRIDE, self.input_hw[1] // HEATMAP_STRIDE
+
+    def infer(self, batch: "torch.Tensor") -> "torch.Tensor":
+        """[B, 3, H, W] -> float32 heatmaps [B, K, H/4, W/4] (on the backend's device for torch and TensorRT, on the
+        CPU for onnxruntime)."""
+        import torch
+
         shape = tuple(batch.shape)
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != tuple(self.input_hw):
             raise ValueError(
                 f"{type(self).__name__} expects a batch [B, 3, {self.input_hw[0]}, {self.input_hw[1]}], got {shape}"
             )
+        if shape[0] == 0:
+            return torch.zeros((0, self.num_keypoints) + self.heatmap_hw, dtype=torch.float32, device=self.device)
+        return self._infer(batch)
+
+    def _infer(self, batch: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -74,7 +97,7 @@ class BackendOptions:
     """Everything a backend factory may need; each backend reads the fields that concern it.
 
     model_name: registry name (e.g. "hrnet_w48_384x288"); weights_path: .pth or None (random init);
-    engine_path: .onnx for onnxruntime, .engine for tensorrt ("" = derive / export into engines_dir).
+    engine_path: .onnx for onnxruntime, .engine for tensorrt ("" = onnxruntime exports weights_path into engines/).
     """
 
     model_name: str
@@ -87,15 +110,20 @@ class BackendOptions:
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
-    cuda_graph_batches: Tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    max_batch: int = 32
+    cuda_graph_batches: Tuple[int, ...] = DEFAULT_CUDA_GRAPH_BATCHES
+    max_batch: int = DEFAULT_MAX_BATCH
     engine_path: str = ""
-    engines_dir: str = ""
-    providers: Tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers: Tuple[str, ...] = DEFAULT_PROVIDERS
     intra_op_threads: int = 0
     mean_rgb: Tuple[float, float, float] = IMAGENET_MEAN_RGB
     std_rgb: Tuple[float, float, float] = IMAGENET_STD_RGB
-    extra: Dict[str, object] = field(default_factory=dict)
+
+    def manifest_fields(self) -> Dict[str, object]:
+        """The fields an exported file's manifest (ONNX or TensorRT) must carry to be run with these options."""
+        from ..export import manifest_fields
+        return manifest_fields(model_name=self.model_name, num_keypoints=self.num_keypoints,
+                               keypoint_layout=self.keypoint_layout, input_hw=self.input_hw, mean_rgb=self.mean_rgb,
+                               std_rgb=self.std_rgb)
 
 
 # name -> "module:factory"; each factory is a callable (BackendOptions) -> PoseBackend.

@@ -4,6 +4,7 @@ Shape glossary: B crops, K keypoints, H x W network input; infer: [B, 3, H, W] -
 
 Execution providers are taken in the configured order among those the installed onnxruntime offers
 (TensorRT / CUDA builds add theirs; the CPU provider is always last). `onnxruntime` is imported only here.
+The runner only runs a file: which file, and exporting it on first use, is pose/export.py's `onnx_for_options`.
 """
 from __future__ import annotations
 
@@ -15,29 +16,24 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ...errors import ConfigError, UserError
+from ...errors import UserError
+from ...onnx_providers import CPU_PROVIDER
+from ...onnx_providers import select_providers as _select_among
 from .base import BackendBase, BackendOptions
 
 log = logging.getLogger(__name__)
 
 
 def select_providers(preferred: Sequence[str]) -> Tuple[str, ...]:
-    """`preferred` filtered to the installed providers, CPUExecutionProvider appended as the last resort."""
-    available = set(ort.get_available_providers())
-    chosen = [p for p in preferred if p in available]
-    skipped = [p for p in preferred if p not in available]
-    if skipped:
-        log.debug("onnxruntime providers not installed, skipped: %s", ", ".join(skipped))
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return tuple(chosen)
+    """`preferred` filtered to the providers this onnxruntime offers, the CPU provider last (onnx_providers.py)."""
+    return _select_among(preferred, ort.get_available_providers())
 
 
 class OnnxRuntimeBackend(BackendBase):
     """`onnx_path`: a pose ONNX file with input [B, 3, H, W] and one output [B, K, H/4, W/4]."""
 
     def __init__(self, onnx_path, *, input_hw: Tuple[int, int], num_keypoints: int,
-                 providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0):
+                 providers: Sequence[str] = (CPU_PROVIDER,), intra_op_threads: int = 0):
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise UserError(f"ONNX file {onnx_path} not found: export one with "
@@ -69,50 +65,13 @@ class OnnxRuntimeBackend(BackendBase):
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> "OnnxRuntimeBackend":
-        """Use options.engine_path (a .onnx, checked against its manifest), or export the configured weights
-        into engines/ once and reuse that file while the weights stay the same."""
-        from ..export import check_manifest, default_onnx_path, pose_manifest, read_manifest
+        """Run the file pose/export.py's onnx_for_options names (pose.engine, or the weights exported once)."""
+        from ..export import onnx_for_options
 
-        if options.engine_path:
-            onnx_path = Path(options.engine_path)
-            if onnx_path.suffix != ".onnx":
-                raise ConfigError(f"pose.backend=onnxruntime needs an .onnx file in pose.engine, got {onnx_path}")
-        else:
-            if not options.weights_path:
-                raise ConfigError("pose.backend=onnxruntime needs pose.weights (exported on first use) or "
-                                  "pose.engine=PATH.onnx")
-            expected = pose_manifest(model_name=options.model_name, num_keypoints=options.num_keypoints,
-                                     keypoint_layout=options.keypoint_layout, input_hw=options.input_hw,
-                                     weights_path=options.weights_path, mean_rgb=options.mean_rgb,
-                                     std_rgb=options.std_rgb)
-            onnx_path = default_onnx_path(options.engines_dir, options.model_name, options.keypoint_layout,
-                                          expected["weights_sha256"])
-            if not onnx_path.is_file():
-                from ..checkpoint import load_pose_network
-                from ..export import export_onnx
-
-                log.info("exporting %s to %s for onnxruntime (once per weights file)", options.model_name, onnx_path)
-                onnx_path.parent.mkdir(parents=True, exist_ok=True)
-                model = load_pose_network(options.model_name, options.weights_path, options.num_keypoints)
-                export_onnx(model, onnx_path, input_hw=options.input_hw, manifest=expected)
-        manifest = read_manifest(onnx_path)
-        if manifest is not None:
-            check_manifest(manifest, {
-                "model": options.model_name, "num_keypoints": options.num_keypoints,
-                "keypoint_layout": options.keypoint_layout, "input_hw": list(options.input_hw),
-                "mean_rgb": list(options.mean_rgb), "std_rgb": list(options.std_rgb),
-            }, f"ONNX file {onnx_path}")
-        else:
-            log.warning("%s has no manifest beside it: its keypoint layout and normalisation are assumed to "
-                        "match the config", onnx_path)
-        return cls(onnx_path, input_hw=options.input_hw, num_keypoints=options.num_keypoints,
+        return cls(onnx_for_options(options), input_hw=options.input_hw, num_keypoints=options.num_keypoints,
                    providers=options.providers, intra_op_threads=options.intra_op_threads)
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
-        self.check_batch(batch)
-        if batch.shape[0] == 0:
-            h, w = self.input_hw
-            return torch.zeros((0, self.num_keypoints, h // 4, w // 4), dtype=torch.float32)
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         (heatmaps,) = self.session.run([self.output_name], {self.input_name: array})
         return torch.from_numpy(np.asarray(heatmaps, dtype=np.float32))

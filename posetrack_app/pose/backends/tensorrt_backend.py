@@ -28,7 +28,7 @@ import torch
 
 from ...errors import ConfigError, UserError
 from ...io.atomic import atomic_write, write_json_atomic
-from .base import BackendBase, BackendOptions
+from .base import DEFAULT_MAX_BATCH, BackendBase, BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def default_engine_path(onnx_path, precision: str, max_batch: int) -> Path:
 def engine_manifest(onnx_manifest: Dict[str, Any], *, onnx_sha256: str, tensorrt_version: str, gpu: str,
                     precision: str, max_batch: int) -> Dict[str, Any]:
     """The engine's manifest: the ONNX manifest's pose fields plus what the engine is bound to."""
-    keep = ("model", "num_keypoints", "keypoint_layout", "input_hw", "mean_rgb", "std_rgb", "weights_sha256")
-    manifest = {k: onnx_manifest.get(k) for k in keep}
+    from ..export import MATCHED_FIELDS
+
+    manifest = {k: onnx_manifest.get(k) for k in MATCHED_FIELDS + ("weights_sha256",)}
     manifest.update({
         "format": "tensorrt",
         "onnx_sha256": onnx_sha256,
@@ -170,7 +171,7 @@ class EngineBuilder:
     `int8_calibration_dir` holding images or a calibration.cache).
     """
 
-    def __init__(self, onnx_path, *, max_batch: int = 32, opt_batch: Optional[int] = None, precision: str = "fp16",
+    def __init__(self, onnx_path, *, max_batch: int = DEFAULT_MAX_BATCH, opt_batch: Optional[int] = None, precision: str = "fp16",
                  int8_calibration_dir=None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
                  calibration_batch: int = DEFAULT_CALIBRATION_BATCH, device: str = "cuda"):
         if precision not in PRECISIONS:
@@ -194,84 +195,109 @@ class EngineBuilder:
     def build(self, engine_path=None) -> Path:
         """Build and write the engine (atomically) and its manifest. Returns the engine path."""
         from ..checkpoint import file_sha256
-        from ..export import read_manifest
 
         trt = _import_tensorrt()
         _require_cuda("building a TensorRT engine")
+        onnx_manifest = self._read_onnx_manifest()
+        engine_path = Path(engine_path) if engine_path else default_engine_path(
+            self.onnx_path, self.precision, self.max_batch)
+        input_hw = tuple(onnx_manifest["input_hw"])
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network, parser = self._parse_onnx(trt, builder, logger)   # the parser owns the weights until the build
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.workspace_gib * (1 << 30)))
+        input_name = network.get_input(0).name
+        self._add_batch_profile(builder, config, input_name, input_hw)
+        self._set_precision(trt, config, onnx_manifest.get("precision", "fp32"))
+        if self.precision == "int8":
+            self._set_int8_calibration(trt, builder, config, input_name, input_hw, onnx_manifest)
+        log.info("building TensorRT %s engine from %s (batch 1..%d; this takes minutes)", self.precision,
+                 self.onnx_path, self.max_batch)
+        serialized = builder.build_serialized_network(network, config)
+        del parser
+        if serialized is None:
+            raise UserError(f"TensorRT failed to build an engine from {self.onnx_path}; run with -v for its log, "
+                            f"or try a smaller --max-batch")
+        manifest = engine_manifest(onnx_manifest, onnx_sha256=file_sha256(self.onnx_path),
+                                   tensorrt_version=trt.__version__, gpu=gpu_name(self.device),
+                                   precision=self.precision, max_batch=self.max_batch)
+        self._write(engine_path, serialized, manifest)
+        return engine_path
+
+    # -- the steps of build() --
+
+    def _read_onnx_manifest(self) -> Dict[str, Any]:
+        from ..export import read_manifest
+
         if not self.onnx_path.is_file():
             raise UserError(f"ONNX file {self.onnx_path} not found: export it first (posetrack export --format onnx)")
         onnx_manifest = read_manifest(self.onnx_path)
         if onnx_manifest is None:
             raise UserError(f"{self.onnx_path} has no manifest beside it: export it with `posetrack export`")
-        engine_path = Path(engine_path) if engine_path else default_engine_path(
-            self.onnx_path, self.precision, self.max_batch)
-        h, w = onnx_manifest["input_hw"]
+        return onnx_manifest
 
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        # Explicit batch is the only mode since TensorRT 10: flags 0.
+    def _parse_onnx(self, trt, builder, logger):
+        """(network, parser) of the ONNX file; explicit batch is the only mode since TensorRT 10 (flags 0)."""
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(self.onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise UserError(f"TensorRT cannot parse {self.onnx_path}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.workspace_gib * (1 << 30)))
+        return network, parser
 
-        input_tensor = network.get_input(0)
+    def _add_batch_profile(self, builder, config, input_name: str, input_hw) -> None:
+        """One optimisation profile: batch 1..max_batch, tuned for opt_batch."""
+        h, w = input_hw
         profile = builder.create_optimization_profile()
-        profile.set_shape(input_tensor.name, (1, 3, h, w), (self.opt_batch, 3, h, w), (self.max_batch, 3, h, w))
+        profile.set_shape(input_name, (1, 3, h, w), (self.opt_batch, 3, h, w), (self.max_batch, 3, h, w))
         config.add_optimization_profile(profile)
 
-        weakly_typed = hasattr(trt.BuilderFlag, "FP16")
-        onnx_precision = onnx_manifest.get("precision", "fp32")
-        if self.precision in ("fp16", "int8"):
-            if weakly_typed:
-                config.set_flag(trt.BuilderFlag.FP16)
-            elif onnx_precision != "fp16":
-                raise UserError(
-                    f"TensorRT {trt.__version__} builds strongly typed networks only: for fp16 export an fp16 ONNX "
-                    f"(posetrack export --format tensorrt --fp16 does this) instead of {self.onnx_path} ({onnx_precision})"
-                )
-        if self.precision == "int8":
-            if not (weakly_typed and hasattr(trt.BuilderFlag, "INT8") and hasattr(config, "int8_calibrator")):
-                raise UserError(
-                    f"TensorRT {trt.__version__} removed calibration-based INT8: quantise the ONNX with Q/DQ nodes "
-                    f"(e.g. NVIDIA ModelOpt) and build that, or use --fp16"
-                )
-            folder = self.int8_calibration_dir
-            if not folder.is_dir():
-                raise UserError(f"--int8-calib {folder} is not a folder of calibration images")
-            cache_path = folder / CALIBRATION_CACHE_NAME
-            images = _calibration_images(folder)
-            if not cache_path.is_file() and len(images) < self.calibration_batch:
-                raise UserError(f"--int8-calib {folder} holds {len(images)} images and no {CALIBRATION_CACHE_NAME}; "
-                                f"INT8 calibration needs at least {self.calibration_batch} (a few hundred is typical)")
-            config.set_flag(trt.BuilderFlag.INT8)
-            # Calibration runs at one batch size: a profile fixed at the calibration batch.
-            calibration_profile = builder.create_optimization_profile()
-            shape = (self.calibration_batch, 3, h, w)
-            calibration_profile.set_shape(input_tensor.name, shape, shape, shape)
-            config.set_calibration_profile(calibration_profile)
-            config.int8_calibrator = _make_calibrator(
-                trt, cache_path=cache_path, image_paths=images, input_hw=(h, w), batch_size=self.calibration_batch,
-                mean_rgb=onnx_manifest["mean_rgb"], std_rgb=onnx_manifest["std_rgb"])
+    def _set_precision(self, trt, config, onnx_precision: str) -> None:
+        """fp16 / int8 by builder flag (TensorRT 10), or from an fp16 graph (TensorRT 11, strongly typed)."""
+        if self.precision not in ("fp16", "int8"):
+            return
+        if hasattr(trt.BuilderFlag, "FP16"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif onnx_precision != "fp16":
+            raise UserError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only: for fp16 export an fp16 ONNX "
+                f"(posetrack export --format tensorrt --fp16 does this) instead of {self.onnx_path} ({onnx_precision})"
+            )
 
-        log.info("building TensorRT %s engine from %s (batch 1..%d; this takes minutes)", self.precision,
-                 self.onnx_path, self.max_batch)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise UserError(f"TensorRT failed to build an engine from {self.onnx_path}; run with -v for its log, "
-                            f"or try a smaller --max-batch")
+    def _set_int8_calibration(self, trt, builder, config, input_name: str, input_hw, onnx_manifest) -> None:
+        """INT8 with an entropy calibrator fed from the calibration folder (or its cache), TensorRT 10 only."""
+        if not (hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "INT8")
+                and hasattr(config, "int8_calibrator")):
+            raise UserError(
+                f"TensorRT {trt.__version__} removed calibration-based INT8: quantise the ONNX with Q/DQ nodes "
+                f"(e.g. NVIDIA ModelOpt) and build that, or use --fp16"
+            )
+        folder = self.int8_calibration_dir
+        if not folder.is_dir():
+            raise UserError(f"--int8-calib {folder} is not a folder of calibration images")
+        cache_path = folder / CALIBRATION_CACHE_NAME
+        images = _calibration_images(folder)
+        if not cache_path.is_file() and len(images) < self.calibration_batch:
+            raise UserError(f"--int8-calib {folder} holds {len(images)} images and no {CALIBRATION_CACHE_NAME}; "
+                            f"INT8 calibration needs at least {self.calibration_batch} (a few hundred is typical)")
+        config.set_flag(trt.BuilderFlag.INT8)
+        # Calibration runs at one batch size: a profile fixed at the calibration batch.
+        calibration_profile = builder.create_optimization_profile()
+        shape = (self.calibration_batch, 3) + tuple(input_hw)
+        calibration_profile.set_shape(input_name, shape, shape, shape)
+        config.set_calibration_profile(calibration_profile)
+        config.int8_calibrator = _make_calibrator(
+            trt, cache_path=cache_path, image_paths=images, input_hw=tuple(input_hw),
+            batch_size=self.calibration_batch, mean_rgb=onnx_manifest["mean_rgb"], std_rgb=onnx_manifest["std_rgb"])
+
+    @staticmethod
+    def _write(engine_path: Path, serialized, manifest: Dict[str, Any]) -> None:
         engine_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(engine_path, "wb") as handle:
             handle.write(bytes(serialized))
-        manifest = engine_manifest(onnx_manifest, onnx_sha256=file_sha256(self.onnx_path),
-                                   tensorrt_version=trt.__version__, gpu=gpu_name(self.device),
-                                   precision=self.precision, max_batch=self.max_batch)
         write_json_atomic(Path(str(engine_path) + ".json"), manifest, indent=2)
         log.info("wrote %s", engine_path)
-        return engine_path
 
 
 class TensorRTRunner(BackendBase):
@@ -329,13 +355,8 @@ class TensorRTRunner(BackendBase):
         if not options.engine_path:
             raise ConfigError("pose.backend=tensorrt needs pose.engine=PATH.engine: build one with "
                               f"`posetrack export --format tensorrt --model {options.model_name} --weights F --fp16`")
-        expected = {
-            "model": options.model_name, "num_keypoints": options.num_keypoints,
-            "keypoint_layout": options.keypoint_layout, "input_hw": list(options.input_hw),
-            "mean_rgb": list(options.mean_rgb), "std_rgb": list(options.std_rgb),
-        }
         device = options.device if options.device.startswith("cuda") else "cuda"
-        return cls(options.engine_path, expected=expected, device=device)
+        return cls(options.engine_path, expected=options.manifest_fields(), device=device)
 
     def check_profile(self, batch_size: int) -> None:
         if not self.min_batch <= batch_size <= self.max_batch:
@@ -356,11 +377,7 @@ class TensorRTRunner(BackendBase):
             raise RuntimeError("TensorRT execute_async_v3 failed; run with -v for TensorRT's log")
         return outputs
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
-        self.check_batch(batch)
-        if batch.shape[0] == 0:
-            h, w = self.input_hw
-            return torch.zeros((0, self.num_keypoints, h // 4, w // 4), dtype=torch.float32)
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.cuda.device(self.device):
             chunks = [self._run_chunk(batch[s:s + self.max_batch]) for s in range(0, batch.shape[0], self.max_batch)]
             return torch.cat(chunks).float()

@@ -3,15 +3,22 @@ torch.compile and CUDA-graph capture per fixed batch bucket.
 
 Shape glossary: B crops, K keypoints, H x W network input; infer: [B, 3, H, W] -> [B, K, H/4, W/4] float32.
 
-CUDA graphs: a graph is captured lazily for each bucket size in `cuda_graph_batches` (e.g. 1, 2, 4, 8, 16, 32);
-a batch of B crops runs in the smallest bucket >= B (padded; the padding rows are ignored), larger batches in
-chunks of the largest bucket. Static input/output buffers belong to the graph, so outputs are cloned before they
-are returned.
+CUDA graphs: a graph is captured lazily for each bucket size in `cuda_graph_batches` (1, 2, 4, ..., 64 by
+default); a batch of B crops runs in the smallest bucket >= B (padded; the padding rows are ignored), larger batches
+in chunks of the largest bucket. Static input/output buffers belong to the graph, so outputs are cloned before they
+are returned. `warmup()` captures (and with torch.compile, compiles) every bucket up front and returns what that
+cost, so a stream does not stall the first time a new number of people appears.
+
+torch.compile (inductor, static shapes) compiles once per bucket shape: worth it for long runs on a GPU, where the
+issue-17 measurement on an H200 had W48 384x288 fp16 + CUDA graphs at 1,305 crops/s (batch 32) without it and
+1,792 with it; the compile itself takes tens of seconds per bucket there (not measured here: no GPU), which is
+why it stays off by default. On a CPU, BatchNorm folding (below) is what pays.
 """
 from __future__ import annotations
 
 import bisect
 import logging
+import time
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -19,7 +26,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...errors import ConfigError
-from .base import BackendBase, BackendOptions
+from .base import DEFAULT_CUDA_GRAPH_BATCHES, BackendBase, BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,13 @@ DTYPES: Dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 # Eager runs before a capture, on a side stream, so that lazy initialisation (cuDNN autotuning, compile)
 # happens outside the graph.
 CUDA_GRAPH_WARMUP_RUNS = 3
-# Largest difference (relative to the output's magnitude) a BatchNorm-folded copy may show against the original
-# on a random input before folding is abandoned.
+# Largest difference (relative to the output's largest magnitude) a BatchNorm-folded copy may show against the
+# original on a random input before folding is abandoned. Why 1e-4: folding changes the order of float32
+# operations (w * (gamma / sigma) instead of (w x - mu) * gamma / sigma), so each folded layer moves its output by
+# a few float32 ulps (~1e-7 relative); over 50-150 folded layers, with random-init weights whose activations are not
+# normalised by training, this grows to 1e-6..1e-4 of the output's range (ResNet-50: 6.5e-5, its deepest stack of
+# folded layers). 1e-4 keeps all registered networks folded, while a wrong fold (a BatchNorm folded into a
+# convolution it does not follow) changes outputs by O(1) of their range and is caught.
 FOLD_CHECK_RELATIVE_TOLERANCE = 1e-4
 
 
@@ -121,7 +133,7 @@ class TorchBackend(BackendBase):
 
     def __init__(self, model: nn.Module, *, input_hw: Tuple[int, int], num_keypoints: int, device: str = "cpu",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 cuda_graphs: bool = False, cuda_graph_batches: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                 cuda_graphs: bool = False, cuda_graph_batches: Sequence[int] = DEFAULT_CUDA_GRAPH_BATCHES,
                  fold_bn: bool = True):
         if precision not in DTYPES:
             raise ConfigError(f"pose.precision {precision!r} is not one of {', '.join(DTYPES)} for the torch backend")
@@ -175,6 +187,15 @@ class TorchBackend(BackendBase):
         index = bisect.bisect_left(self.cuda_graph_batches, size)
         return self.cuda_graph_batches[index] if index < len(self.cuda_graph_batches) else None
 
+    def _capture(self, bucket: int, example: torch.Tensor) -> None:
+        started = time.perf_counter()
+        # Capture outside inference_mode: inference tensors cannot be graph-static buffers that are written in
+        # place later.
+        with torch.no_grad():
+            self._graphs[bucket] = _GraphBucket(self._run, bucket, example)
+        log.info("pose network: CUDA graph for batch %d captured in %.1f s%s", bucket, time.perf_counter() - started,
+                 " (torch.compile included)" if self._run is not self.model else "")
+
     def _graph_forward(self, batch: torch.Tensor) -> torch.Tensor:
         largest = self.cuda_graph_batches[-1]
         outputs = []
@@ -182,20 +203,26 @@ class TorchBackend(BackendBase):
             chunk = batch[start:start + largest]
             bucket = self._bucket(chunk.shape[0])
             if bucket not in self._graphs:
-                log.debug("capturing a CUDA graph for pose batch %d", bucket)
-                # Capture outside inference_mode: inference tensors cannot be graph-static buffers that are
-                # written in place later.
-                with torch.no_grad():
-                    self._graphs[bucket] = _GraphBucket(self._run, bucket, chunk)
+                self._capture(bucket, chunk)
             with torch.no_grad():
                 outputs.append(self._graphs[bucket](chunk))
-        return torch.cat(outputs)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
-        self.check_batch(batch)
-        if batch.shape[0] == 0:
-            h, w = self.input_hw
-            return torch.zeros((0, self.num_keypoints, h // 4, w // 4), dtype=torch.float32)
+    def warmup(self, batch_sizes: Optional[Sequence[int]] = None) -> Dict[int, float]:
+        """Run (CUDA graphs: capture) each batch size once so that no later call pays for compilation, autotuning
+        or capture. batch_sizes: default the CUDA-graph buckets, else (1,). Returns seconds per batch size."""
+        sizes = tuple(batch_sizes or (self.cuda_graph_batches if self.cuda_graphs else (1,)))
+        costs = {}
+        for size in sizes:
+            example = torch.zeros((size, 3) + self.input_hw, device=self.device)
+            started = time.perf_counter()
+            self.infer(example)
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize(self.device)
+            costs[size] = time.perf_counter() - started
+        return costs
+
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
         prepared = self._prepare(batch)
         heatmaps = self._graph_forward(prepared) if self.cuda_graphs else self._forward(prepared)
         return heatmaps.float()
