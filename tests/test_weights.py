@@ -244,3 +244,38 @@ def test_pose_weights_name_in_the_config_builds_the_estimator(server, tmp_path, 
     stage = build_pose_stage(cfg)
     assert isinstance(stage, TopDownEstimator)
     assert seen == {"model": "hrnet_w32_256x192", "data": data, "k": 17}
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_posetrack18_preset_is_one_command(server, tmp_path, monkeypatch):
+    """configs/hrnet_w48_384x288_posetrack18.yaml names the published PoseTrack18 W48 weights, with the model and
+    layout they fit; built from the preset alone, the pose stage fetches them and runs in the PoseTrack layout. (The
+    published file cannot be served here, so its registry entry points at a synthetic mmpose 0.x W48 file.)"""
+    from posetrack_app.build import build_pose_stage
+    from posetrack_app.config import load_config
+    from posetrack_app.pose import checkpoint
+    from posetrack_app.skeleton import POSETRACK18
+    from test_hrnet import tiny_hrnet
+
+    cfg = load_config("configs/hrnet_w48_384x288_posetrack18.yaml")
+    published = weights.REGISTRY[cfg.pose.weights]
+    assert (published.name, published.model, published.keypoints) == (
+        "hrnet_w48_384x288_posetrack18", cfg.pose.model, cfg.pose.keypoints)
+    data = checkpoint_bytes(tmp_path, "mmpose_0x", "hrnet_w48")
+    stand_in = publish(server, data, "hrnet_w48_posetrack18_384x288", model=published.model, keypoints="posetrack18")
+    monkeypatch.setitem(weights.REGISTRY, published.name,
+                        PublishedWeights(published.name, published.model, published.keypoints, stand_in.url, "test"))
+    loaded = {}
+
+    def load_then_shrink(model_name, weights_path, num_keypoints):
+        # The real loader checks the file against the real W48 (on the meta device: no memory), then a small
+        # network stands in for the forward pass.
+        with torch.device("meta"):
+            load_checkpoint(build_model(model_name, num_keypoints), weights_path, model_name=model_name)
+        loaded.update(model=model_name, path=Path(weights_path))
+        return tiny_hrnet(num_keypoints).eval()
+
+    monkeypatch.setattr(checkpoint, "load_pose_network", load_then_shrink)
+    stage = build_pose_stage(cfg)
+    assert stage.skeleton is POSETRACK18 and loaded["model"] == "hrnet_w48_384x288"
+    assert loaded["path"].read_bytes() == data
