@@ -1,7 +1,9 @@
-"""OKS matrix and OKS-NMS against hand-computed values."""
+"""OKS matrix against the COCO keypoint evaluation's own OKS (pycocotools values recorded as literals), and OKS-NMS
+against hand-worked cases."""
 import numpy as np
 import pytest
 
+import oks_cases
 from posetrack_app.ops.oks import oks_matrix, oks_nms
 from posetrack_app.skeleton import COCO17
 
@@ -14,13 +16,30 @@ def _pose(offset=(0.0, 0.0)):
     return base + np.asarray(offset, np.float32)
 
 
-@pytest.mark.parametrize("shift_px, area", [(0.0, 4000.0), (3.0, 4000.0), (5.0, 1000.0), (20.0, 10000.0)])
-def test_uniform_shift_matches_the_formula(shift_px, area):
-    a, b = _pose((shift_px, 0.0)), _pose()
-    scores = np.ones((1, K), np.float32)
-    got = oks_matrix(a[None], scores, b[None], scores, np.array([area]), SIGMAS)[0, 0]
-    expected = np.mean(np.exp(-shift_px ** 2 / (2 * area * (2 * SIGMAS) ** 2)))
-    assert got == pytest.approx(expected, abs=1e-6)
+# pycocotools 2.0.11 COCOeval.computeOks for oks_cases.DETECTIONS (rows) x oks_cases.GROUND_TRUTH (columns), printed
+# by tests/fixtures/make_oks_expectations.py.
+PYCOCOTOOLS_OKS = np.array([[1.000000000000e+000, 1.236263273536e-125],
+                            [8.592026821472e-001, 9.649378005908e-123],
+                            [2.005142828873e-049, 6.637125120821e-001],
+                            [8.549170851998e-035, 1.863441015573e-005]])
+# float32 arithmetic here, float64 in pycocotools (which also adds one ulp to the area).
+OKS_ABSOLUTE_TOLERANCE = 1e-6
+
+
+def test_matches_pycocotools():
+    """Unlabelled ground-truth joints (visibility 0) count in neither, as in COCO: they enter as score 0."""
+    detections = np.stack([d["keypoints"] for d in oks_cases.DETECTIONS])
+    ground_truth = np.stack([g["keypoints"] for g in oks_cases.GROUND_TRUTH])
+    labelled = np.array([np.asarray(g["visibility"]) > 0 for g in oks_cases.GROUND_TRUTH], np.float32)
+    areas = np.array([g["area"] for g in oks_cases.GROUND_TRUTH])
+    ours = oks_matrix(detections, np.ones(detections.shape[:2], np.float32), ground_truth, labelled, areas, SIGMAS)
+    np.testing.assert_allclose(ours, PYCOCOTOOLS_OKS, rtol=1e-5, atol=OKS_ABSOLUTE_TOLERANCE)
+
+
+def test_sigmas_are_cocos():
+    # The COCO keypoint evaluation's sigmas (pycocotools cocoeval.py, Params.setKpParams).
+    coco = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
+    np.testing.assert_allclose(SIGMAS, coco, rtol=1e-6)
 
 
 def test_only_joints_valid_in_both_count():
