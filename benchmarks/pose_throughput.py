@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
+from posetrack_app.onnx_providers import providers_for_device  # noqa: E402
 from posetrack_app.pose.backends.torch_backend import TorchBackend  # noqa: E402
 from posetrack_app.pose.models import build_model, get_model_spec  # noqa: E402
 from posetrack_app.pose.models.flops import model_multiply_adds  # noqa: E402
@@ -143,8 +144,7 @@ def build_variants(model_name: str, device: str, batches, work_dir: Path) -> Dic
     def ort():
         from posetrack_app.pose.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if device.startswith("cuda") else ("CPUExecutionProvider",)
-        return OnnxRuntimeBackend(onnx_file(), input_hw=hw, num_keypoints=17, providers=providers)
+        return OnnxRuntimeBackend(onnx_file(), input_hw=hw, num_keypoints=17, providers=providers_for_device(device))
 
     variants["onnxruntime"] = ort
     try:
@@ -157,7 +157,7 @@ def build_variants(model_name: str, device: str, batches, work_dir: Path) -> Dic
             import tensorrt
 
             from posetrack_app.pose.backends.tensorrt_backend import EngineBuilder, TensorRTRunner
-            from posetrack_app.pose.export import read_manifest
+            from posetrack_app.pose.export import MATCHED_FIELDS, read_manifest
 
             onnx_precision = precision if not hasattr(tensorrt.BuilderFlag, "FP16") else "fp32"
             onnx_path = onnx_file(onnx_precision)
@@ -165,9 +165,7 @@ def build_variants(model_name: str, device: str, batches, work_dir: Path) -> Dic
             if not engine.is_file():
                 EngineBuilder(onnx_path, max_batch=max(batches), opt_batch=max(batches), precision=precision).build(engine)
             manifest = read_manifest(onnx_path)
-            expected = {k: manifest[k] for k in ("model", "num_keypoints", "keypoint_layout", "input_hw", "mean_rgb",
-                                                 "std_rgb")}
-            return TensorRTRunner(engine, expected=expected)
+            return TensorRTRunner(engine, expected={k: manifest[k] for k in MATCHED_FIELDS})
 
         variants["tensorrt-fp16"] = trt
     return variants
@@ -219,7 +217,7 @@ def plot(results: List[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--batches", nargs="+", type=int, default=list(DEFAULT_BATCHES))
@@ -233,60 +231,76 @@ def main(argv=None) -> int:
     parser.add_argument("--peak-tflops", type=float, help="device peak to compare with (default: looked up)")
     parser.add_argument("--out", default="benchmarks/results/pose_throughput.json")
     parser.add_argument("--plot", help="PNG path (default: --out with .png)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
+    return parser.parse_args(argv)
+
+
+def device_description(device: str) -> str:
+    """The GPU's name, or the CPU model from lscpu."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return name
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), name)
+
+
+def measure_variant(model_name: str, variant: str, factory: Callable[[], object], args, flops: float,
+                    peak: Optional[float]) -> List[dict]:
+    """One row per batch size: median seconds per call after warm-up, and what the first call cost (CUDA-graph
+    capture, torch.compile and cuDNN autotuning happen there: the warm-up cost a stream pays once per size)."""
     is_cuda = args.device.startswith("cuda")
     synchronize = torch.cuda.synchronize if is_cuda else (lambda: None)
-    device_name = torch.cuda.get_device_name() if is_cuda else (platform.processor() or platform.machine())
-    if not is_cuda:
-        try:
-            text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-            device_name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                                if line.startswith("Model name")), device_name)
-        except (OSError, subprocess.CalledProcessError):
-            pass
+    hw = get_model_spec(model_name).input_hw
+    rows = []
+    with factory() as backend:
+        for b in args.batches:
+            batch = torch.randn((b, 3) + hw)
+            if is_cuda:
+                batch = batch.to(args.device)
+            started = time.perf_counter()
+            backend.infer(batch)
+            synchronize()
+            first_call_s = time.perf_counter() - started
+            times = time_backend(backend.infer, batch, warmup=max(args.warmup - 1, 0), min_iters=args.min_iters,
+                                 min_seconds=args.min_seconds, synchronize=synchronize)
+            seconds = statistics.median(times)
+            crops_per_s = b / seconds
+            tflops = crops_per_s * flops / 1e12
+            rows.append(dict(model=model_name, variant=variant, batch=b, crops_per_s=round(crops_per_s, 3),
+                             ms_per_batch=round(1000 * seconds, 3), first_call_s=round(first_call_s, 3),
+                             iterations=len(times), achieved_tflops=round(tflops, 4), peak_tflops=peak,
+                             utilisation=round(tflops / peak, 4) if peak else None))
+            util = f"{100 * tflops / peak:5.1f}% of {peak:.2f}" if peak else "peak unknown"
+            print(f"{model_name:20s} {variant:32s} batch {b:3d}: {crops_per_s:9.2f} crops/s  "
+                  f"{1000 * seconds:9.1f} ms/batch  {tflops:7.3f} TFLOP/s ({util}); first call {first_call_s:.2f} s",
+                  flush=True)
+    return rows
+
+
+def sweep(args, work_dir: Path, threads: int):
+    """(result rows, ONNX-vs-torch differences) over every chosen model and variant."""
+    is_cuda = args.device.startswith("cuda")
     results: List[dict] = []
     onnx_checks: Dict[str, Dict[str, float]] = {}
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="pose_bench_") as tmp:
-        work_dir = Path(tmp)
-        for model_name in args.models:
-            flops = flops_per_crop(model_name)
-            variants = build_variants(model_name, args.device, args.batches, work_dir)
-            chosen = [v for v in variants if not args.variants or v in args.variants]
-            for variant in chosen:
-                precision = next((p for p in ("fp16", "bf16") if p in variant), "fp32")
-                peak = args.peak_tflops or (gpu_peak_tflops(precision) if is_cuda else cpu_peak_tflops(threads))
-                try:
-                    backend = variants[variant]()
-                except Exception as exc:  # a variant this machine cannot run is reported, not fatal
-                    print(f"{model_name:20s} {variant:32s} skipped: {type(exc).__name__}: {exc}")
-                    continue
-                hw = get_model_spec(model_name).input_hw
-                with backend:
-                    for b in args.batches:
-                        batch = torch.randn((b, 3) + hw)
-                        if is_cuda:
-                            batch = batch.to(args.device)
-                        times = time_backend(backend.infer, batch, warmup=args.warmup, min_iters=args.min_iters,
-                                             min_seconds=args.min_seconds, synchronize=synchronize)
-                        seconds = statistics.median(times)
-                        crops_per_s = b / seconds
-                        tflops = crops_per_s * flops / 1e12
-                        row = dict(model=model_name, variant=variant, batch=b, crops_per_s=round(crops_per_s, 3),
-                                   ms_per_batch=round(1000 * seconds, 3), iterations=len(times),
-                                   achieved_tflops=round(tflops, 4), peak_tflops=peak,
-                                   utilisation=round(tflops / peak, 4) if peak else None)
-                        results.append(row)
-                        util = f"{100 * tflops / peak:5.1f}% of {peak:.2f}" if peak else "peak unknown"
-                        print(f"{model_name:20s} {variant:32s} batch {b:3d}: {crops_per_s:9.2f} crops/s  "
-                              f"{1000 * seconds:9.1f} ms/batch  {tflops:7.3f} TFLOP/s ({util})", flush=True)
-            if args.check_onnx:
-                onnx_checks[model_name] = check_onnx(model_name, work_dir)
-                print(f"{model_name}: max |ORT - torch| by batch: {onnx_checks[model_name]}")
+    for model_name in args.models:
+        flops = flops_per_crop(model_name)
+        variants = build_variants(model_name, args.device, args.batches, work_dir)
+        for variant in [v for v in variants if not args.variants or v in args.variants]:
+            precision = next((p for p in ("fp16", "bf16") if p in variant), "fp32")
+            peak = args.peak_tflops or (gpu_peak_tflops(precision) if is_cuda else cpu_peak_tflops(threads))
+            try:
+                results += measure_variant(model_name, variant, variants[variant], args, flops, peak)
+            except Exception as exc:  # a variant this machine cannot run is reported, not fatal
+                print(f"{model_name:20s} {variant:32s} skipped: {type(exc).__name__}: {exc}")
+        if args.check_onnx:
+            onnx_checks[model_name] = check_onnx(model_name, work_dir)
+            print(f"{model_name}: max |ORT - torch| by batch: {onnx_checks[model_name]}")
+    return results, onnx_checks
+
+
+def write_record(args, results, onnx_checks, *, device_name: str, threads: int, load_before) -> None:
     import onnxruntime
 
     record = {
@@ -296,7 +310,8 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(), "torch_version": torch.__version__, "onnxruntime_version": onnxruntime.__version__,
         "flops_per_crop_g": {m: round(flops_per_crop(m) / 1e9, 3) for m in args.models},
         "load_average_before_after": [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()],
-        "note": "random-init networks; FLOPs = 2 x multiply-adds; peak for CPU = threads x max clock x FMA width",
+        "note": "random-init networks; FLOPs = 2 x multiply-adds; peak for CPU = threads x max clock x FMA width; "
+                "first_call_s = the first call at that batch size (capture / compile / autotuning included)",
         "results": results,
         "onnx_vs_torch_max_abs_diff": onnx_checks,
     }
@@ -306,6 +321,19 @@ def main(argv=None) -> int:
     plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
     plot(results, plot_path, f"pose throughput on {device_name} ({args.device}, {threads} threads)")
     print(f"wrote {out} and {plot_path}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="pose_bench_") as tmp:
+        results, onnx_checks = sweep(args, Path(tmp), threads)
+    write_record(args, results, onnx_checks, device_name=device_description(args.device), threads=threads,
+                 load_before=load_before)
     return 0
 
 
