@@ -316,7 +316,8 @@ def test_propagated_pose_never_displaces_a_detector_pose_of_the_same_person():
 @pytest.mark.parametrize("scores, reported", [
     ([0.36], [False]),                        # one weak detection (the bag on a paddle board): never reported
     ([0.36, None, 0.36], [False, False, False]),  # weak, missed, weak: no two hits in a row, still not reported
-    ([0.36, 0.36], [False, True]),            # a second detection in the next frame confirms it
+    ([0.36, 0.36, 0.36], [False, False, False]),  # a run of weak detections on one spot: mean 0.36, never
+    ([0.36, 0.7], [False, True]),             # a stronger one in the next frame lifts the mean to 0.53
     ([0.8], [True]),                          # strong first evidence: reported at once
     ([0.2, 0.2], [False, False]),             # below new_track_min_score: never starts a track
 ])

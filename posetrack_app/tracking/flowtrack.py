@@ -18,9 +18,10 @@ Per frame t (the pipeline calls `propose`, merges boxes, runs the pose stage, th
      (highest pair first, `match_oks_threshold`); leftovers against still-free tracks by box IoU; a propagated
      pose may continue only the track that proposed it.
   5. Life cycle (`_update_life_cycle`): a new track starts from an unmatched detector pose scoring at least
-     `new_track_min_score`. It is reported at once only when that score reaches `confirm_score`; otherwise it stays
-     tentative until a second detector hit in the next frame (a tentative track that misses a frame is dropped), so
-     a single weak detection never becomes a reported person. A reported track that finds no pose is lost: not
+     `new_track_min_score`. It is reported once the mean box score of its detections reaches `confirm_score`: at
+     once for a strong first detection; a weak one stays tentative until stronger detections in the following
+     frames lift the mean (a tentative track that misses a frame is dropped), so a single weak detection, or a run
+     of weak ones on the same spot, never becomes a reported person. A reported track that finds no pose is lost: not
      reported, moved by a constant-velocity Kalman filter on its box centre, and kept `max_lost_s` seconds so its id
      can come back.
   6. Report (`_report`): the confirmed tracks matched in this frame.
@@ -59,8 +60,15 @@ FLOW_MIN_KEYPOINT_SCORE = 0.2
 # A flowed joint that fails the forward-backward check keeps its person's median motion and has its score
 # multiplied by this, so a person whose joints flow cannot follow (an occluder in front) stops being carried soon.
 UNRELIABLE_SCORE_FACTOR = 0.3
-# Evidence needed to propose a propagated box: at least this fraction of the track's flowed joints reliable.
+# Flow moves a track only when at least this fraction of its flowed joints is reliable; otherwise (and for lost
+# tracks) its constant-velocity Kalman filter does, and it proposes no propagated box.
 MIN_RELIABLE_JOINT_FRACTION = 0.5
+# When the median joint flow and the Kalman prediction disagree by more than this fraction of the person's height,
+# the joints are following something else (at a crossing, the person in front): the Kalman filter moves the track
+# instead. Needs a filter that has seen a few detections (KALMAN_SETTLED_HITS). On the 7-fps synthetic crossing
+# clip at detector size 960: IDF1 52.8 -> 60.8, ID switches 8 -> 6; no change on the 30-fps clip.
+FLOW_KALMAN_MAX_DISAGREEMENT = 0.15
+KALMAN_SETTLED_HITS = 3
 # Scores of a pose carried by flow alone fall by this factor per second since its last detection, so carried
 # poses rank below detected ones and fade out (0.8 per second: the PETS09-tuned 0.97 per frame at 7 fps).
 PROPAGATED_SCORE_DECAY_PER_S = 0.8
@@ -77,8 +85,6 @@ FALLBACK_IOU_THRESHOLD = 0.5
 # A lost track's OKS scale grows by this fraction per second lost: the longer a person is hidden, the less sure
 # the tracker is where they are (0.15 per frame at 7 fps on PETS09).
 LOST_SCALE_GROWTH_PER_S = 1.0
-# Detector hits a tentative (weak) track needs, in consecutive frames, before it is reported.
-MIN_HITS_TO_CONFIRM = 2
 
 
 @dataclass
@@ -92,6 +98,7 @@ class _Track:
     kf: object                     # box-centre Kalman filter (smoothing.box_center_kalman)
     last_detected_s: float
     hits: int = 1
+    score_sum: float = 0.0         # of its detections' box scores (mean = score_sum / hits)
     lost_since_s: Optional[float] = None
     smoother: Optional[object] = None
     # Warped into the current frame by `_advance`:
@@ -216,13 +223,19 @@ class FlowTracker:
         scores = track.keypoint_scores.copy()
         n = int(mask.sum())
         track.flow_reliable = bool(n) and float(reliable.mean()) >= MIN_RELIABLE_JOINT_FRACTION
-        if n == 0 or not reliable.any():
-            shift = (track.kf.x[:2] - _center(track.box_xyxy)).astype(np.float32)
+        kalman_shift = (track.kf.x[:2] - _center(track.box_xyxy)).astype(np.float32)
+        flow_shift = (np.median(moved[reliable] - track.keypoints[mask][reliable], axis=0).astype(np.float32)
+                      if reliable.any() else None)
+        height = max(1.0, float(track.box_xyxy[3] - track.box_xyxy[1]))
+        if (flow_shift is not None and track.hits >= KALMAN_SETTLED_HITS
+                and np.linalg.norm(flow_shift - kalman_shift) > FLOW_KALMAN_MAX_DISAGREEMENT * height):
+            track.flow_reliable = False  # the joints' flow follows something else, e.g. a person passing in front
+        if not track.flow_reliable:
+            shift = kalman_shift
             keypoints = track.keypoints + shift
             scores[mask] *= UNRELIABLE_SCORE_FACTOR
         else:
-            start = track.keypoints[mask]
-            shift = np.median(moved[reliable] - start[reliable], axis=0).astype(np.float32)
+            shift = flow_shift
             keypoints = track.keypoints + shift          # unflowed and unreliable joints follow the person
             flowed = np.flatnonzero(mask)
             keypoints[flowed[reliable]] = moved[reliable]
@@ -349,7 +362,8 @@ class FlowTracker:
             track.box_score = float(poses.box_scores[index])
             track.last_detected_s = self._now_s
             track.hits += 1
-            if track.state in (LOST, TENTATIVE) and track.hits >= MIN_HITS_TO_CONFIRM:
+            track.score_sum += track.box_score
+            if track.state == LOST or (track.state == TENTATIVE and self._confirmed(track)):
                 track.state = TRACKED
 
     def _miss(self, track: _Track, frame: Frame) -> None:
@@ -366,15 +380,19 @@ class FlowTracker:
         if self._now_s - track.lost_since_s > self.max_lost_s + 1e-9 or outside:
             track.state = REMOVED
 
+    def _confirmed(self, track: _Track) -> bool:
+        return track.score_sum / track.hits >= self.confirm_score - 1e-9
+
     def _start(self, poses: Poses, index: int) -> _Track:
         box = poses.boxes_xyxy[index].copy()
         score = float(poses.box_scores[index])
         track = _Track(
-            track_id=self._next_id, state=TRACKED if score >= self.confirm_score else TENTATIVE,
-            keypoints=poses.keypoints[index].copy(), keypoint_scores=poses.keypoint_scores[index].copy(),
-            box_xyxy=box, box_score=score, kf=box_center_kalman(_center(box)), last_detected_s=self._now_s,
-            matched=True,
+            track_id=self._next_id, state=TENTATIVE, keypoints=poses.keypoints[index].copy(),
+            keypoint_scores=poses.keypoint_scores[index].copy(), box_xyxy=box, box_score=score, score_sum=score,
+            kf=box_center_kalman(_center(box)), last_detected_s=self._now_s, matched=True,
         )
+        if self._confirmed(track):
+            track.state = TRACKED
         self._next_id += 1
         self._tracks.append(track)
         return track

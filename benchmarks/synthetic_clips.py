@@ -1,0 +1,224 @@
+"""Synthetic crossing clips with exact identity and pose truth, made of real people and a real background.
+
+People: eight fully visible pedestrians cut from the first frames of three MOT17 clips (../shared/data/mot17_mini:
+MOT17-02, -09 and -11, ground-truth boxes with visibility 1). Their joints come from our YOLO11n-pose detector run
+once on the full source frame at input 1280 (the detection with the highest IoU with the ground-truth box), so the
+truth of a pasted person is that detector output moved and scaled by the paste: the same keypoint definition the
+trackers are fed. Background: the PETS09 scene with its people removed (the per-pixel median of 60 frames).
+
+Each clip is deterministic (seeded): people walk on straight lines across the frame at 0.5-0.9 body heights per
+second (a walking pace), in both directions and at several depths, so they cross and hide each other; a pillar
+hides whoever walks behind it. Nearer people (lower feet) are larger and drawn in front. The same scene in seconds
+is sampled at 7, 25 or 30 fps, so per-frame motion differs while the scene does not.
+
+Truth per frame and person: box (the mapped detector box, clipped to the frame) and joints; the fraction of the box
+not covered by people in front or the pillar is its visibility. A person at least 30% visible is a target (box
+ground truth conf 1, and a PoseTrack person with the joints that are visible); a person less visible but on screen
+is a region neither scored as a hit nor as a miss (box conf 0; a PoseTrack ignore region).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+
+from posetrack_app.config import AppConfig, replace
+from posetrack_app.ops.boxes import box_iou, xyxy_to_xywh
+from posetrack_app.structures import Frame
+from tracker_suite import Clip, _read_video, shared_data
+
+log = logging.getLogger("synthetic_clips")
+
+# (MOT17 clip, ground-truth id in frame 1): large, fully visible pedestrians.
+SPRITES = [("MOT17-09-FRCNN", 1), ("MOT17-09-FRCNN", 19), ("MOT17-02-FRCNN", 2), ("MOT17-02-FRCNN", 3),
+           ("MOT17-02-FRCNN", 19), ("MOT17-11-FRCNN", 1), ("MOT17-11-FRCNN", 3), ("MOT17-11-FRCNN", 4)]
+MIN_VISIBLE_FRACTION = 0.3   # below this a person is an ignore region, not a target
+JOINT_TRUTH_MIN_SCORE = 0.5  # source joints the detector scored lower are not part of the truth
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    fps: float
+    duration_s: float
+    size_wh: Tuple[int, int]
+    people: int
+    seed: int
+    pillar: bool = True
+
+
+SYNTHETIC_CLIPS: Dict[str, ClipSpec] = {
+    "syn7": ClipSpec(fps=7.0, duration_s=20.0, size_wh=(960, 540), people=7, seed=7),
+    "syn25": ClipSpec(fps=25.0, duration_s=10.0, size_wh=(640, 480), people=6, seed=25),
+    "syn30": ClipSpec(fps=30.0, duration_s=8.0, size_wh=(960, 540), people=7, seed=30),
+}
+GENERATOR_VERSION = 1
+
+
+@dataclass
+class Sprite:
+    image: np.ndarray        # BGR crop [h, w, 3]
+    box_xyxy: np.ndarray     # detector box in crop pixels
+    keypoints: np.ndarray    # [17, 3] crop pixels + score
+
+
+def _sprites(cache_dir: Path) -> List[Sprite]:
+    """The people, each with the detector's box and joints in its crop (detector output cached as JSON)."""
+    cache = cache_dir / "synthetic_sprites.json"
+    root = shared_data() / "mot17_mini"
+    if cache.is_file():
+        records = json.loads(cache.read_text())
+    else:
+        from posetrack_app.build import build_detector
+
+        detector = build_detector(replace(AppConfig(), **{"detector.input_size": 1280}))
+        records, frames = [], {}
+        for seq, track_id in SPRITES:
+            if seq not in frames:
+                frames[seq] = cv2.imread(str(root / seq / "img1" / "000001.jpg"), cv2.IMREAD_COLOR)
+            table = np.loadtxt(root / seq / "gt" / "gt.txt", delimiter=",", ndmin=2)
+            row = table[(table[:, 0] == 1) & (table[:, 1] == track_id)][0]
+            gt_xyxy = np.array([row[2], row[3], row[2] + row[4], row[3] + row[5]], np.float32)
+            dets = detector(Frame(0, frames[seq]))
+            best = int(np.argmax(box_iou(gt_xyxy[None], dets.boxes_xyxy)[0]))
+            records.append({"seq": seq, "gt_xyxy": gt_xyxy.tolist(), "box_xyxy": dets.boxes_xyxy[best].tolist(),
+                            "keypoints": dets.keypoints[best].tolist()})
+        cache.write_text(json.dumps(records))
+    sprites = []
+    for r in records:
+        image = cv2.imread(str(root / r["seq"] / "img1" / "000001.jpg"), cv2.IMREAD_COLOR)
+        x1, y1, x2, y2 = np.round(r["gt_xyxy"]).astype(int)
+        offset = np.array([x1, y1], np.float32)
+        keypoints = np.array(r["keypoints"], np.float32)
+        keypoints[:, :2] -= offset
+        box = np.array(r["box_xyxy"], np.float32) - np.tile(offset, 2)
+        sprites.append(Sprite(image[y1:y2, x1:x2].copy(), box, keypoints))
+    return sprites
+
+
+def _background(size_wh, cache_dir: Path) -> np.ndarray:
+    cache = cache_dir / "synthetic_background.png"
+    if not cache.is_file():
+        frames = _read_video(shared_data() / "pets09_s2l1" / "vtest.avi")
+        picks = np.stack(frames[:: max(1, len(frames) // 60)])
+        cv2.imwrite(str(cache), np.median(picks, axis=0).astype(np.uint8))
+    return cv2.resize(cv2.imread(str(cache), cv2.IMREAD_COLOR), size_wh, interpolation=cv2.INTER_AREA)
+
+
+def _walkers(spec: ClipSpec, sprites: List[Sprite]):
+    """Per person: sprite index, feet y (px), height (px), start x, speed (px/s), start time (s)."""
+    rng = np.random.default_rng(spec.seed)
+    w, h = spec.size_wh
+    walkers = []
+    for p in range(spec.people):
+        feet_y = h * rng.uniform(0.62, 0.98)
+        height = h * (0.30 + 0.55 * (feet_y / h - 0.62))  # perspective: nearer is larger
+        direction = 1 if p % 2 == 0 else -1
+        speed = direction * height * rng.uniform(0.5, 0.9)
+        span_s = (w + height) / abs(speed)
+        start_s = rng.uniform(-0.3, 0.6) * min(span_s, spec.duration_s)
+        start_x = -0.5 * height if direction > 0 else w + 0.5 * height
+        walkers.append(dict(sprite=p % len(sprites), feet_y=feet_y, height=height, start_x=start_x,
+                            speed=speed, start_s=start_s))
+    return walkers
+
+
+def _pillar(spec: ClipSpec):
+    w, h = spec.size_wh
+    return np.array([0.55 * w, 0.25 * h, 0.55 * w + 0.06 * w, h], np.float32) if spec.pillar else None
+
+
+def render_clip(name: str, cache_dir: Path) -> Clip:
+    from posetrack_app.io.posetrack_json import FrameAnnotation, Person, Sequence
+    from posetrack_app.posetrack_layout import to_posetrack_layout
+    from posetrack_app.skeleton import COCO17
+
+    spec = SYNTHETIC_CLIPS[name]
+    sprites = _sprites(cache_dir)
+    background = _background(spec.size_wh, cache_dir)
+    walkers = _walkers(spec, sprites)
+    pillar = _pillar(spec)
+    w, h = spec.size_wh
+    n_frames = int(round(spec.duration_s * spec.fps))
+    frames, gt, pose_frames = [], {}, []
+    for i in range(n_frames):
+        t = i / spec.fps
+        image = background.copy()
+        owner = np.full((h, w), -1, np.int32)
+        placed = []
+        for index, wk in enumerate(walkers):
+            if t < wk["start_s"]:
+                continue
+            sprite = sprites[wk["sprite"]]
+            scale = wk["height"] / sprite.image.shape[0]
+            cx = wk["start_x"] + wk["speed"] * (t - wk["start_s"])
+            x0, y0 = cx - 0.5 * sprite.image.shape[1] * scale, wk["feet_y"] - wk["height"]
+            placed.append((wk["feet_y"], index, sprite, scale, x0, y0))
+        for _, index, sprite, scale, x0, y0 in sorted(placed, key=lambda p: p[0]):  # far ones first
+            # Sub-pixel paste by an affine warp, so motion is continuous at every frame rate.
+            matrix = np.float32([[scale, 0, x0], [0, scale, y0]])
+            warped = cv2.warpAffine(sprite.image, matrix, (w, h), flags=cv2.INTER_LINEAR)
+            mask = cv2.warpAffine(np.full(sprite.image.shape[:2], 255, np.uint8), matrix, (w, h),
+                                  flags=cv2.INTER_LINEAR) > 127
+            image[mask] = warped[mask]
+            owner[mask] = index
+        if pillar is not None:
+            px1, py1, px2, py2 = pillar.astype(int)
+            image[py1:py2, px1:px2] = (70, 75, 80)
+            owner[py1:py2, px1:px2] = -2
+        frames.append(image)
+
+        ids, boxes, confs, persons, ignore = [], [], [], [], []
+        for _, index, sprite, scale, x0, y0 in placed:
+            box = sprite.box_xyxy * scale + np.array([x0, y0, x0, y0], np.float32)
+            clipped = np.clip(box, [0, 0, 0, 0], [w, h, w, h])
+            area = max(1.0, (box[2] - box[0]) * (box[3] - box[1]))
+            cx1, cy1, cx2, cy2 = np.round(clipped).astype(int)
+            if cx2 - cx1 < 2 or cy2 - cy1 < 2:
+                continue
+            visible = float((owner[cy1:cy2, cx1:cx2] == index).sum()) / area
+            if visible <= 0.0:
+                continue
+            target = visible >= MIN_VISIBLE_FRACTION
+            ids.append(index + 1)
+            boxes.append(clipped)
+            confs.append(1.0 if target else 0.0)
+            if not target:
+                ignore.append(np.array([[cx1, cy1], [cx2, cy1], [cx2, cy2], [cx1, cy2]], np.float64))
+                continue
+            joints = sprite.keypoints[:, :2] * scale + np.array([x0, y0], np.float32)
+            inside = (joints[:, 0] >= 0) & (joints[:, 0] < w) & (joints[:, 1] >= 0) & (joints[:, 1] < h)
+            jx = np.clip(joints[:, 0].astype(int), 0, w - 1)
+            jy = np.clip(joints[:, 1].astype(int), 0, h - 1)
+            seen = inside & (owner[jy, jx] == index) & (sprite.keypoints[:, 2] >= JOINT_TRUTH_MIN_SCORE)
+            kp18, sc18 = to_posetrack_layout(joints[None], np.where(seen, 1.0, 0.0)[None], COCO17)
+            present = ~np.isnan(sc18[0]) & (sc18[0] > 0.5)
+            head = kp18[0][[0, 1, 2]]  # nose, head_bottom, head_top (derived by the head rule)
+            head_size = 0.14 * (box[3] - box[1])
+            center = head[[0, 2]].mean(axis=0)
+            head_box = np.concatenate([center - head_size / 2, center + head_size / 2])
+            persons.append(Person(track_id=index + 1, keypoints=np.where(present[:, None], kp18[0], 0.0),
+                                  present=present, keypoint_scores=np.full(17, np.nan), head_box_xyxy=head_box,
+                                  box_xyxy=clipped))
+        if ids:
+            gt[i + 1] = (np.array(ids, np.int64), xyxy_to_xywh(np.array(boxes, np.float32)),
+                         np.array(confs, np.float32))
+        pose_frames.append(FrameAnnotation(file_name=f"{name}/{i:06d}.jpg", image_id=i, is_labeled=True,
+                                           persons=persons, ignore_regions=ignore,
+                                           image_info={"width": w, "height": h}))
+    pose_gt = Sequence(name=name, frames=pose_frames)
+    return Clip(name, spec.fps, frames, gt, pose_gt=pose_gt, group="synthetic", cache_key=cache_key(name))
+
+
+def cache_key(name: str) -> str:
+    digest = hashlib.sha1(repr((SYNTHETIC_CLIPS[name], SPRITES, GENERATOR_VERSION)).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
+
+
+def load_synthetic(name: str, cache_dir: Path) -> Clip:
+    return render_clip(name, cache_dir)
