@@ -44,13 +44,16 @@ def build_detector(cfg: AppConfig):
         from .input_size import AutoInputSizeDetector
 
         return AutoInputSizeDetector(lambda size: build_detector(replace(cfg, **{"detector.input_size": size})))
-    return YoloPoseDetector.build(
+    detector = YoloPoseDetector.build(
         d.model, backend=d.backend, device=d.device, precision=d.precision, input_size=d.input_size,
         score_threshold=d.score_threshold, nms_iou_threshold=d.nms_iou_threshold, max_detections=d.max_detections,
         cache_dir=d.cache_dir, providers=tuple(d.providers), intra_op_threads=d.intra_op_threads,
         ort_spinning=d.ort_spinning, engine=d.engine, int8_calibration=d.int8_calibration,
         int8_calibration_frames=d.int8_calibration_frames,
     )
+    # "auto" choices are resolved by now: say what runs (the run summary can show detector.description too).
+    log.info("detector: %s", detector.description)
+    return detector
 
 
 def build_detection_schedule(cfg: AppConfig):
@@ -147,4 +150,20 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, schedule=schedule,
-                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer)
+                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer,
+                    overlap_stages=resolve_overlap_stages(cfg, pose_stage))
+
+
+OVERLAP_STAGES_CHOICES = ("auto", "on", "off")
+
+
+def resolve_overlap_stages(cfg: AppConfig, pose_stage) -> bool:
+    """pipeline.overlap_stages as a yes or no: "auto" overlaps when a pose network runs on a GPU."""
+    from .pose.detector_keypoints import DetectorKeypointPoses
+
+    choice = cfg.pipeline.overlap_stages
+    if choice not in OVERLAP_STAGES_CHOICES:
+        raise ConfigError(f"pipeline.overlap_stages must be one of {', '.join(OVERLAP_STAGES_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return str(cfg.pose.device).startswith("cuda") and not isinstance(pose_stage, DetectorKeypointPoses)
+    return choice == "on"

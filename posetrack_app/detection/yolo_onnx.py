@@ -143,10 +143,20 @@ def _library_output_to_stderr():
 ARTEFACT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 
 
-def export_artefacts(checkpoint: Path, targets: Dict[str, Path]) -> None:
+def artefact_path(cache: Path, stem: str, fmt: str, device: str = "cpu") -> Path:
+    """Where the `fmt` export of `stem` lives. A TorchScript trace records the device its anchor grid is made on
+    (aten::arange(..., device=...) is a graph constant), so it runs on that device only: one file per device, e.g.
+    yolo11n-pose.torchscript (cpu) and yolo11n-pose_cuda0.torchscript (cuda:0)."""
+    tag = "" if fmt != "torchscript" or device == "cpu" else "_" + device.replace(":", "")
+    if tag == "_cuda":
+        tag = "_cuda0"
+    return cache / f"{stem}{tag}{ARTEFACT_SUFFIXES[fmt]}"
+
+
+def export_artefacts(checkpoint: Path, targets: Dict[str, Path], device: str = "cpu") -> None:
     """Export a YOLO-pose .pt with Ultralytics, offline, into `targets` (format -> path), each with a dynamic input
-    size (TorchScript with `dynamic=True` computes its anchors from the input instead of baking in the trace's).
-    Each file is written atomically."""
+    size (TorchScript with `dynamic=True` computes its anchors from the input instead of baking in the trace's;
+    it is traced on `device`, see artefact_path). Each file is written atomically."""
     os.environ["YOLO_OFFLINE"] = "1"  # Ultralytics must never reach for the network
     try:
         from ultralytics import YOLO
@@ -160,14 +170,16 @@ def export_artefacts(checkpoint: Path, targets: Dict[str, Path]) -> None:
             local = Path(workdir) / checkpoint.name
             shutil.copyfile(checkpoint, local)
             options = dict(simplify=False) if fmt == "onnx" else {}
+            if fmt == "torchscript" and device != "cpu":
+                options["device"] = device.partition(":")[2] or "0"  # Ultralytics names CUDA devices by index
             with _library_output_to_stderr():
                 exported = YOLO(str(local), task="pose").export(format=fmt, dynamic=True, verbose=False, **options)
             os.replace(exported, path)
 
 
-def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx") -> Path:
-    """Config value -> path of the model file in format `fmt` ("onnx" or "torchscript"), exporting (once, every
-    missing format together) when given a checkpoint or the default model."""
+def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx", device: str = "cpu") -> Path:
+    """Config value -> path of the model file in format `fmt` ("onnx" or "torchscript" for `device`), exporting
+    (once; the ONNX and CPU TorchScript files together) when given a checkpoint or the default model."""
     suffix = ARTEFACT_SUFFIXES[fmt]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if model == DEFAULT_MODEL:
@@ -187,8 +199,12 @@ def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx") -> Path:
             raise UserError(f"detector model {checkpoint} is neither .pt, .onnx nor .torchscript: point "
                             "detector.model at a YOLO-pose checkpoint or export")
         stem = f"{checkpoint.stem}-{hashlib.sha1(checkpoint.read_bytes()).hexdigest()[:12]}"
-    paths = {f: cache / f"{stem}{s}" for f, s in ARTEFACT_SUFFIXES.items()}
-    if not paths[fmt].is_file():
-        missing = {f: p for f, p in paths.items() if not p.is_file()}
-        export_artefacts(checkpoint if checkpoint is not None else _packaged_checkpoint(), missing)
-    return paths[fmt]
+    wanted = artefact_path(cache, stem, fmt, device)
+    if not wanted.is_file():
+        source = checkpoint if checkpoint is not None else _packaged_checkpoint()
+        if device == "cpu":
+            together = {f: artefact_path(cache, stem, f) for f in ARTEFACT_SUFFIXES}
+            export_artefacts(source, {f: p for f, p in together.items() if not p.is_file()})
+        else:
+            export_artefacts(source, {fmt: wanted}, device=device)
+    return wanted

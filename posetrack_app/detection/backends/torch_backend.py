@@ -23,7 +23,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchScriptNetwork:
-    """`path`: a .torchscript file of a YOLO-pose model exported with a dynamic input size."""
+    """`path`: a .torchscript file of a YOLO-pose model exported with a dynamic input size, traced on `device`
+    (the trace makes its anchor grid on the device it was traced on; see yolo_onnx.artefact_path)."""
 
     name = "torch"
     host_io = False
@@ -57,8 +58,8 @@ class TorchScriptNetwork:
     def from_options(cls, options: DetectorOptions) -> "TorchScriptNetwork":
         from ..yolo_onnx import resolve_model
 
-        return cls(resolve_model(options.model, options.cache_dir, fmt="torchscript"), device=options.device,
-                   precision=options.precision)
+        return cls(resolve_model(options.model, options.cache_dir, fmt="torchscript", device=options.device),
+                   device=options.device, precision=options.precision)
 
     @property
     def description(self) -> str:
