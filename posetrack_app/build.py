@@ -150,20 +150,4 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, schedule=schedule,
-                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer,
-                    overlap_stages=resolve_overlap_stages(cfg, pose_stage))
-
-
-OVERLAP_STAGES_CHOICES = ("auto", "on", "off")
-
-
-def resolve_overlap_stages(cfg: AppConfig, pose_stage) -> bool:
-    """pipeline.overlap_stages as a yes or no: "auto" overlaps when a pose network runs on a GPU."""
-    from .pose.detector_keypoints import DetectorKeypointPoses
-
-    choice = cfg.pipeline.overlap_stages
-    if choice not in OVERLAP_STAGES_CHOICES:
-        raise ConfigError(f"pipeline.overlap_stages must be one of {', '.join(OVERLAP_STAGES_CHOICES)}, got {choice!r}")
-    if choice == "auto":
-        return str(cfg.pose.device).startswith("cuda") and not isinstance(pose_stage, DetectorKeypointPoses)
-    return choice == "on"
+                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer)
