@@ -150,4 +150,17 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, schedule=schedule,
-                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer)
+                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer,
+                    overlap_stages=resolve_overlap_stages(cfg, pose_stage))
+
+
+def resolve_overlap_stages(cfg: AppConfig, pose_stage) -> bool:
+    """pipeline.overlap_stages as a yes or no: "auto" overlaps when a pose network runs on a GPU."""
+    from .pose.detector_keypoints import DetectorKeypointPoses
+
+    choice = cfg.pipeline.overlap_stages
+    if isinstance(choice, bool):
+        return choice
+    if choice != "auto":
+        raise ConfigError(f"pipeline.overlap_stages must be true, false or auto, got {choice!r}")
+    return str(cfg.pose.device).startswith("cuda") and not isinstance(pose_stage, DetectorKeypointPoses)

@@ -262,6 +262,16 @@ class PoseTrackOutputConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class PipelineConfig(_Validated):
+    # Overlap the stages: the detector works on frame t+1 in a worker thread while propagation, the pose network and
+    # the tracker work on frame t; the tracks are those of one frame at a time (pipeline.py, tests/test_overlap.py).
+    # "auto": on when a pose network runs on a GPU; off otherwise: on a small CPU the detector's and the pose
+    # network's threads would fight for the same cores, and without a pose network there is nothing to overlap.
+    # true / false force it.
+    overlap_stages: Union[bool, str] = "auto"
+
+
+@dataclass(frozen=True)
 class AppConfig(_Validated):
     source: SourceConfig = field(default_factory=SourceConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -269,6 +279,7 @@ class AppConfig(_Validated):
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     posetrack: PoseTrackOutputConfig = field(default_factory=PoseTrackOutputConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -6,13 +6,21 @@ Stage protocols (plain duck typing):
     detector(frame: Frame) -> Detections
     pose_stage(frame: Frame, detections: Detections) -> Poses        (.skeleton: the keypoint layout)
     tracker.propose(frame) -> Detections; tracker.update(frame, poses) -> Tracks; tracker.reset()
+
+Stage overlap (`Pipeline(overlap_stages=True)`, used by `Pipeline.run` and so by `run_stream`): the detector works
+on frame t+1 in a worker thread while propagation, the pose stage and the tracker work on frame t, so a frame costs
+about its slowest stage instead of their sum. The detector sees nothing but its own frame, and the schedule still
+decides for frame t+1 after frame t was tracked, so the tracks are those of `step()` frame by frame. A detector on
+a GPU should launch on its own CUDA stream for its kernels to overlap the pose network's too.
 """
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence
+from itertools import islice
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 from .config import TrackerConfig
 from .structures import Detections, Frame, Tracks
@@ -28,11 +36,13 @@ class Pipeline:
     detect_every: run the detector on every k-th frame only; the tracker's proposals carry the frames between.
     schedule: decides per frame whether the detector runs (detection/schedule.py); replaces detect_every.
     box_merge_iou_threshold: IoU above which a propagated box is a duplicate of a detected one.
+    overlap_stages: `run()` detects the next frame in a worker thread while this one is finished (see the module
+        docstring); `step()` always runs one frame start to end.
     """
 
     def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1, schedule=None,
                  box_merge_iou_threshold: float = TrackerConfig.box_merge_iou_threshold,
-                 timer: Optional[StageTimer] = None):
+                 timer: Optional[StageTimer] = None, overlap_stages: bool = False):
         from .detection.schedule import FixedSchedule
 
         self.detector = detector
@@ -40,6 +50,7 @@ class Pipeline:
         self.tracker = tracker
         self.schedule = schedule if schedule is not None else FixedSchedule(detect_every)
         self.box_merge_iou_threshold = box_merge_iou_threshold
+        self.overlap_stages = overlap_stages
         self.timer = timer or StageTimer()
         # Stages that time their own parts (e.g. TopDownEstimator: pose.crop / pose.network / pose.decode)
         # report them to the pipeline's timer.
@@ -57,13 +68,17 @@ class Pipeline:
         self._frames_since_reset = 0
 
     def step(self, frame: Frame) -> Tracks:
-        timer = self.timer
         detected = self.schedule.should_detect(frame, self._frames_since_reset)
         if detected:
-            with timer.stage("detect"):
+            with self.timer.stage("detect"):
                 detections = self.detector(frame)
         else:
             detections = Detections.empty()
+        return self._finish(frame, detections, detected)
+
+    def _finish(self, frame: Frame, detections: Detections, detected: bool) -> Tracks:
+        """Everything after the detector: propagation + box merge, pose stage, tracker, and the schedule told."""
+        timer = self.timer
         self._frames_since_reset += 1
         with timer.stage("propagate"):
             proposals = self.tracker.propose(frame)
@@ -74,6 +89,63 @@ class Pipeline:
             tracks = self.tracker.update(frame, poses)
         self.schedule.observe(frame, tracks, detected)
         return tracks
+
+    def run(self, frames: Iterable[Frame]) -> Iterator[Tuple[Frame, Tracks]]:
+        """(frame, tracks) for each frame, as `step()` gives them; with overlap_stages the detector runs a frame
+        ahead in a worker thread. Reads one frame ahead of the one it yields in that mode."""
+        if not self.overlap_stages:
+            for frame in frames:
+                yield frame, self.step(frame)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect-ahead") as worker:
+            yield from _DetectAhead(self, worker).run(iter(frames))
+
+
+class _DetectAhead:
+    """The overlapped loop of `Pipeline.run`.
+
+    The decision that counts for a frame is the schedule's answer when that frame's turn comes (after the frame
+    before it was tracked), as in `step()`. To start the detector early, the schedule is also asked about the next
+    frame one frame sooner: a guess, exact for a fixed stride, possibly stale for a schedule that looks at the
+    tracks. A guess of "detect" that the real decision overrules costs a discarded detection (timed as
+    "detect_discarded"); a guess of "skip" that is overruled runs the detector then, without overlap. Either way the
+    detections used are the detector's output for that very frame, so results equal `step()`'s.
+    """
+
+    def __init__(self, pipeline: Pipeline, worker: ThreadPoolExecutor):
+        self.pipeline, self.worker = pipeline, worker
+
+    def _timed_detect(self, frame: Frame) -> Tuple[Detections, float]:
+        # Timed here and recorded by the consumer, which alone knows whether the result is used. The detector
+        # returns host arrays, so its device work is done when it returns.
+        clock = self.pipeline.timer.clock
+        start = clock()
+        detections = self.pipeline.detector(frame)
+        return detections, clock() - start
+
+    def _launch(self, frame: Optional[Frame], frames_since_reset: int) -> Optional[Future]:
+        if frame is None or not self.pipeline.schedule.should_detect(frame, frames_since_reset):
+            return None
+        return self.worker.submit(self._timed_detect, frame)
+
+    def run(self, frames: Iterator[Frame]) -> Iterator[Tuple[Frame, Tracks]]:
+        pipeline, timer = self.pipeline, self.pipeline.timer
+        frame = next(frames, None)
+        ahead = None  # the detection launched for `frame`, if any
+        while frame is not None:
+            detected = pipeline.schedule.should_detect(frame, pipeline._frames_since_reset)
+            if ahead is not None:
+                detections, seconds = ahead.result()
+                timer.add("detect" if detected else "detect_discarded", seconds)
+            elif detected:
+                with timer.stage("detect"):
+                    detections = pipeline.detector(frame)
+            if not detected:
+                detections = Detections.empty()
+            upcoming = next(frames, None)
+            ahead = self._launch(upcoming, pipeline._frames_since_reset + 1)
+            yield frame, pipeline._finish(frame, detections, detected)
+            frame = upcoming
 
 
 @dataclass
@@ -111,14 +183,18 @@ def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: 
     fps = SmoothedFps()
     keep = False
     start = time.perf_counter()
+    # Capped before the pipeline: with overlapping stages it reads a frame ahead, and must not read past the last.
+    results = pipeline.run(reader if max_frames is None else islice(reader, max_frames))
     try:
         try:
-            for frame in reader:
-                if max_frames is not None and summary.frames >= max_frames:
+            while True:
+                # The time to the next result: the processing of a frame, and any wait for the source.
+                asked = time.perf_counter()
+                result = next(results, None)
+                if result is None:
                     break
-                step_start = time.perf_counter()
-                tracks = pipeline.step(frame)
-                writer.put(frame, tracks, fps.update(time.perf_counter() - step_start))
+                frame, tracks = result
+                writer.put(frame, tracks, fps.update(time.perf_counter() - asked))
                 track_ids.update(int(t) for t in tracks.track_ids)
                 summary.frames += 1
                 if on_frame is not None:
@@ -132,6 +208,7 @@ def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: 
     finally:
         # A signal while closing waits until the outputs are closed (see interrupts.py).
         with deferred():
+            results.close()  # waits for a detection still running ahead
             reader.close()
             writer.close(keep=keep)
     summary.wall_s = time.perf_counter() - start
