@@ -198,9 +198,6 @@ class StageTimer:
     def mean_ms(self) -> Dict[str, float]:
         return {name: s.mean_ms for name, s in self.stats().items()}
 
-    def median_ms(self) -> Dict[str, float]:
-        return {name: s.median_ms for name, s in self.stats().items()}
-
     def reset(self) -> None:
         with self._lock:
             self._samples.clear()
