@@ -1,11 +1,11 @@
 """Per-frame cost of the FlowTracker alone on PETS09-S2L1: flow + box-merge NMS + pose NMS + association.
 
-The detector and the pose stage are excluded: detections are replayed from the cache that
-benchmarks/compare_trackers.py writes (our YOLO11n-pose detector, one .npz per input size; made here if absent),
+The detector and the pose stage are excluded: detections are replayed from the dev suite's cache
+(benchmarks/tracker_suite.py: our YOLO11n-pose detector, one .npz per clip and input size; made here if absent),
 and the detector-keypoint pose stage, which only repackages arrays, runs outside the timed region.
 Reports the median and 90th percentile milliseconds per frame, overall and for frames with up to 10 people.
 
-    python benchmarks/tracker_cost.py --size 960 [--set tracker.flow.flow_downscale=0.5]
+    python benchmarks/tracker_cost.py --size 960 [--set tracker.flow.max_propagation_s=1]
 """
 from __future__ import annotations
 
@@ -18,19 +18,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_trackers import DATA, FPS_REAL, cache_detections, read_frames  # noqa: E402
-from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.build import build_pose_stage, build_tracker  # noqa: E402
-from posetrack_app.pipeline import merge_detections  # noqa: E402
+from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.structures import Frame  # noqa: E402
+from posetrack_app.tracking.merge import merge_detections  # noqa: E402
+from tracker_suite import above, cached_detections, load_pets09  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=960, help="detector input size of the replayed detections")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
-    parser.add_argument("--cache-dir", default="/tmp/posetrack_bench")
+    parser.add_argument("--cache-dir", default="/tmp/posetrack_suite")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the video (medians over all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -38,10 +39,11 @@ def main(argv=None) -> int:
 
     cfg = load_config(None, ["pose.model=detector", "tracker.kind=flowtrack", *args.overrides])
     cfg = replace(cfg, **{"detector.input_size": args.size})
-    frames = read_frames(DATA / "vtest.avi")
+    clip = load_pets09()
+    frames = clip.frames
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    detections, _ = cache_detections(cfg, frames, cache / f"det_{args.size}_{cfg.detector.score_threshold}.npz")
+    detections = above(cached_detections(clip, args.size, cache)[0], cfg.detector.score_threshold)
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
     merge_iou = cfg.tracker.box_merge_iou_threshold
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         tracker.reset()
         for i, image in enumerate(frames):
-            frame = Frame(i, image, i / FPS_REAL)
+            frame = Frame(i, image, i / clip.fps)
             start = time.perf_counter()
             proposals = tracker.propose(frame)
             boxes = merge_detections(detections[i], proposals, merge_iou)
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     ms, people = np.array(per_frame_ms), np.array(people)
     small = ms[people <= 10]
     print(f"FlowTracker cost on vtest.avi ({len(frames)} frames x {args.repeats}, detections at {args.size}, "
-          f"flow={cfg.tracker.flow.flow_method} downscale={cfg.tracker.flow.flow_downscale}):")
+          "sparse Lucas-Kanade flow at half resolution):")
     print(f"  all frames:            median {np.median(ms):.2f} ms, p90 {np.percentile(ms, 90):.2f} ms, "
           f"people per frame median {np.median(people):.0f}, max {people.max()}")
     if len(small):

@@ -43,6 +43,7 @@ from ..ops.boxes import box_areas, box_iou
 from ..ops.oks import oks_matrix, oks_nms
 from ..skeleton import Skeleton
 from ..structures import DETECTOR, Detections, Frame, Poses, Tracks
+from .clock import TrackerClock
 from .flow import KeypointFlow
 from .matching import greedy_match
 from .smoothing import SMOOTHERS, SMOOTHING_CHOICES, box_center_kalman
@@ -52,8 +53,6 @@ log = logging.getLogger(__name__)
 TENTATIVE, TRACKED, LOST, REMOVED = "tentative", "tracked", "lost", "removed"
 
 # -- constants (named, with their reasons; the user-facing settings are FlowTrackConfig's) --
-# Frame interval assumed when timestamps do not advance (images without a frame rate): the common video rate.
-DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0
 # Joints scored below this are not flowed (detectors place unseen joints anywhere); they follow their person's
 # median motion instead.
 FLOW_MIN_KEYPOINT_SCORE = 0.2
@@ -171,24 +170,16 @@ class FlowTracker:
         self.flow.reset()
         self._advanced_key = None
         self._frames_seen = 0
-        self._now_s: Optional[float] = None
-        self._dt_s = DEFAULT_FRAME_INTERVAL_S
+        self._clock = TrackerClock()
         self._flow_reliable_fraction = float("nan")
 
     @property
     def num_keypoints(self) -> int:
         return self.skeleton.num_keypoints
 
-    def _tick(self, frame: Frame) -> None:
-        """Advance the tracker's clock to `frame` (seconds; 1/30 s per frame where timestamps do not advance)."""
-        t = float(frame.timestamp_s)
-        if self._now_s is None:
-            self._now_s = t
-        elif t > self._now_s:
-            self._dt_s, self._now_s = t - self._now_s, t
-        else:
-            self._dt_s = DEFAULT_FRAME_INTERVAL_S
-            self._now_s += DEFAULT_FRAME_INTERVAL_S
+    @property
+    def _now_s(self) -> float:
+        return self._clock.now_s
 
     # ------------------------------------------------------------- propagate
     def _advance(self, frame: Frame) -> None:
@@ -198,7 +189,7 @@ class FlowTracker:
             return
         self._advanced_key = key
         self._frames_seen += 1
-        self._tick(frame)
+        self._clock.tick(frame)
         self.flow.next_frame(frame.image_bgr)
         if not self._tracks:
             return
@@ -416,4 +407,4 @@ class FlowTracker:
     def _smooth(self, track: _Track, keypoints: np.ndarray) -> np.ndarray:
         if track.smoother is None:
             track.smoother = SMOOTHERS[self.smoothing]()
-        return track.smoother(keypoints, self._dt_s)
+        return track.smoother(keypoints, self._clock.dt_s)

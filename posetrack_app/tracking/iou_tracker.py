@@ -15,10 +15,9 @@ from ..config import IouTrackerConfig
 from ..ops.boxes import box_iou
 from ..skeleton import Skeleton
 from ..structures import Detections, Frame, Poses, Tracks
+from .clock import TrackerClock
 from .matching import greedy_match
 
-# Frame interval assumed when timestamps do not advance (images without a frame rate): the common video rate.
-DEFAULT_FRAME_INTERVAL_S = 1.0 / 30.0
 
 
 @dataclass
@@ -50,21 +49,14 @@ class IouTracker:
     def reset(self) -> None:
         self._tracks: List[_IouTrack] = []
         self._next_id = 1
-        self._now_s: Optional[float] = None
-
-    def _tick(self, frame: Frame) -> None:
-        t = float(frame.timestamp_s)
-        if self._now_s is None or t > self._now_s:
-            self._now_s = t
-        else:
-            self._now_s += DEFAULT_FRAME_INTERVAL_S
+        self._clock = TrackerClock()
 
     def propose(self, frame: Frame) -> Detections:
         """The IoU baseline propagates nothing: boxes come from the detector alone."""
         return Detections.empty(self.skeleton.num_keypoints)
 
     def update(self, frame: Frame, poses: Poses) -> Tracks:
-        self._tick(frame)
+        now_s = self._clock.tick(frame)
         track_boxes = np.array([t.box_xyxy for t in self._tracks], dtype=np.float32).reshape(-1, 4)
         iou = box_iou(poses.boxes_xyxy, track_boxes)
         matches, unmatched_poses, unmatched_tracks = greedy_match(iou, self.match_iou_threshold)
@@ -78,14 +70,14 @@ class IouTracker:
         for track_index in unmatched_tracks:
             track = self._tracks[track_index]
             if track.lost_since_s is None:
-                track.lost_since_s = self._now_s
+                track.lost_since_s = now_s
         for pose_index in unmatched_poses:
             if poses.box_scores[pose_index] >= self.new_track_min_score:
                 self._tracks.append(_IouTrack(self._next_id, poses.boxes_xyxy[pose_index].copy()))
                 ids[pose_index] = self._next_id
                 self._next_id += 1
         self._tracks = [t for t in self._tracks
-                        if t.lost_since_s is None or self._now_s - t.lost_since_s <= self.max_lost_s + 1e-9]
+                        if t.lost_since_s is None or now_s - t.lost_since_s <= self.max_lost_s + 1e-9]
 
         kept = np.flatnonzero(ids >= 0)
         return Tracks(ids[kept], poses.select(kept),
