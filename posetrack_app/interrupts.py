@@ -9,12 +9,15 @@ stopping, and a second Ctrl-C must not leave a half-closed output behind (SIGKIL
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HANDLED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -64,6 +67,18 @@ def _handle(signal_number: int, _frame) -> None:
     raise Interrupted(signal_number)
 
 
+def interruptible(operation: Callable[[float], T], poll_s: float = 0.1) -> T:
+    """`operation(timeout_s)`: a blocking queue get/put that raises queue.Empty / queue.Full on timeout. It runs
+    with signals held, so an interrupt never lands inside the queue's locks (an exception raised there can lose a
+    wake-up and hang the other thread), and is retried every `poll_s` so a held signal still acts within that."""
+    while True:
+        with deferred():
+            try:
+                return operation(poll_s)
+            except (queue.Empty, queue.Full):
+                pass
+
+
 @contextmanager
 def termination_signals() -> Iterator[None]:
     """Within the block, SIGINT / SIGTERM / SIGHUP raise `Interrupted` once (see the module docstring). Signal
@@ -83,7 +98,11 @@ def termination_signals() -> Iterator[None]:
 @contextmanager
 def deferred() -> Iterator[None]:
     """A signal that arrives inside the block is raised when the block has finished (not if it failed: its own
-    error then wins, and the caller is stopping anyway)."""
+    error then wins, and the caller is stopping anyway). Only the main thread receives signals, so elsewhere this
+    changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _state.deferring += 1
     try:
         yield

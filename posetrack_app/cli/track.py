@@ -71,20 +71,21 @@ def run(args) -> int:
                        posetrack_options=dataclasses.asdict(cfg.posetrack), show=args.show,
                        frame_name=source.frame_name)
 
-    total = source.frame_count
-    if args.max_frames is not None and total is not None:
-        total = min(total, args.max_frames)
     progress = None
-    if not args.no_progress:
-        from ..progress import progress_bar
-        progress = progress_bar(total=total, unit="frame", desc=source.name[-40:])
-
-    def on_frame(frame, tracks):
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(persons=len(tracks), refresh=False)
-
     try:
+        if not args.no_progress:
+            from ..progress import progress_bar
+            total = source.frame_count
+            if args.max_frames is not None and total is not None:
+                total = min(total, args.max_frames)
+            progress = progress_bar(total=total, unit="frame", desc=source.name[-40:])
+
+        def on_frame(frame, tracks):
+            if progress is not None:
+                with interrupts.deferred():  # never inside the progress bar's lock
+                    progress.update(1)
+                    progress.set_postfix(persons=len(tracks), refresh=False)
+
         summary = run_stream(pipeline, source, sinks, max_frames=args.max_frames, queue_size=cfg.source.queue_size,
                              on_frame=on_frame)
     except BaseException:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError, UserError
-from ..interrupts import deferred
+from ..interrupts import deferred, interruptible
 from ..posetrack_layout import check_head_rule, tracks_to_persons
 from ..skeleton import Skeleton
 from ..structures import Frame, Tracks
@@ -68,6 +68,14 @@ class _AtomicFileSink(Sink):
         remove_stale_parts(self.path)
         self.tmp_path = temporary_path_for(self.path)
         self._finished = False
+        try:
+            self._open()
+        except BaseException:  # an error or an interrupt: the half-made sink is never closed, so clean up here
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+
+    def _open(self) -> None:
+        """Open the temporary file for writing (where the writer does not open it itself)."""
 
     def _finish(self) -> None:
         """Flush and close the file; raise OSError or OutputError when it is incomplete."""
@@ -106,8 +114,7 @@ class _AtomicFileSink(Sink):
 
 
 class _TextLinesSink(_AtomicFileSink):
-    def __init__(self, path):
-        super().__init__(path)
+    def _open(self) -> None:
         self._handle = open(self.tmp_path, "w", encoding="utf-8")
 
     def _write_text(self, text: str) -> None:
@@ -369,25 +376,24 @@ def open_sinks(skeleton: Skeleton, fps: float, render_options: Optional[dict] = 
     """The sinks for the given outputs (None = not written), in this order: video, JSON Lines, MOT, PoseTrack,
     window. render_options: RenderConfig's fields (dataclasses.asdict(cfg.render)); posetrack_options:
     keypoint_score_threshold and head_rule (PoseTrackOutputConfig's fields); frame_name: the source's. If one
-    cannot be opened, those already opened are discarded."""
+    cannot be opened (or an interrupt arrives meanwhile), those already opened are discarded."""
     sinks: List[Sink] = []
-    with deferred():
-        try:
-            if video:
-                sinks.append(VideoSink(video, skeleton, fps, render_options))
-            if jsonl:
-                sinks.append(JsonLinesSink(jsonl, skeleton))
-            if mot:
-                sinks.append(MotChallengeSink(mot))
-            if posetrack:
-                sinks.append(PoseTrackSink(posetrack, skeleton, frame_name=frame_name or _default_frame_name,
-                                           **(posetrack_options or {})))
-            if show:
-                sinks.append(WindowSink(skeleton, render_options))
-        except BaseException:
-            for sink in sinks:
-                sink.close(keep=False)
-            raise
+    try:
+        if video:
+            sinks.append(VideoSink(video, skeleton, fps, render_options))
+        if jsonl:
+            sinks.append(JsonLinesSink(jsonl, skeleton))
+        if mot:
+            sinks.append(MotChallengeSink(mot))
+        if posetrack:
+            sinks.append(PoseTrackSink(posetrack, skeleton, frame_name=frame_name or _default_frame_name,
+                                       **(posetrack_options or {})))
+        if show:
+            sinks.append(WindowSink(skeleton, render_options))
+    except BaseException:
+        for sink in sinks:
+            sink.close(keep=False)
+        raise
     return sinks
 
 
@@ -433,7 +439,7 @@ class SinkWriter:
         if self._error is not None:
             raise self._error
         if self.sinks:
-            self._queue.put((frame, tracks, fps))
+            interruptible(lambda timeout_s: self._queue.put((frame, tracks, fps), timeout=timeout_s))
 
     def close(self, keep: bool = True) -> None:
         """Finish writing what is queued, then close every sink. With `keep`, every output is first finished and

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, DamagedFrameError, UserError
+from ..interrupts import interruptible
 from ..structures import Frame
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ class ThreadedReader:
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
-            item = self._queue.get()
+            item = interruptible(lambda timeout_s: self._queue.get(timeout=timeout_s))
             if item is _END:
                 if self._error is not None:
                     raise self._error
