@@ -29,27 +29,41 @@ def joints(track_id):
 PREDICTED = {0: (1, 2), 1: (1, 2), 2: (1,), 3: (1, 2)}
 
 
-class ScriptedPipeline:
-    """Test double in the PoseTrack-18 layout: outputs PREDICTED persons at their exact joints, score 0.9."""
+class ScriptedPoses:
+    """Pose stage test double in the PoseTrack-18 layout: PREDICTED persons at their exact joints, score 0.9."""
 
     skeleton = POSETRACK18
-    pose_stage = None
 
-    def __init__(self):
-        from posetrack_app.timing import StageTimer
-        self.timer = StageTimer()
-
-    def reset(self):
-        pass
-
-    def step(self, frame):
-        from posetrack_app.structures import Poses, Tracks
+    def __call__(self, frame, detections):
+        from posetrack_app.structures import Poses
 
         ids = PREDICTED[frame.index]
         keypoints = np.stack([joints(t) for t in ids]).astype(np.float32)
         boxes = np.array([[*joints(t).min(axis=0), *joints(t).max(axis=0)] for t in ids], np.float32)
-        return Tracks(np.array(ids), Poses(keypoints, np.full((len(ids), 17), 0.9, np.float32), boxes,
-                                           np.full(len(ids), 0.8, np.float32)))
+        return Poses(keypoints, np.full((len(ids), 17), 0.9, np.float32), boxes, np.full(len(ids), 0.8, np.float32))
+
+
+class ScriptedTracker:
+    """Gives each frame's persons their scripted track ids."""
+
+    def reset(self):
+        pass
+
+    def propose(self, frame):
+        from posetrack_app.structures import Detections
+        return Detections.empty()
+
+    def update(self, frame, poses):
+        from posetrack_app.structures import Tracks
+        return Tracks(np.array(PREDICTED[frame.index]), poses)
+
+
+def scripted_pipeline(cfg):
+    """The real Pipeline (and runner) around scripted stages: no detector network, exact known poses."""
+    from posetrack_app.pipeline import Pipeline
+    from posetrack_app.structures import Detections
+
+    return Pipeline(lambda frame: Detections.empty(), ScriptedPoses(), ScriptedTracker())
 
 
 def hand_written_gt(frames=4):
@@ -79,7 +93,7 @@ def test_out_posetrack_is_scored_by_eval_with_hand_computed_numbers(tmp_path, ca
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()
     (tmp_path / "gt" / "seq.json").write_text(json.dumps(hand_written_gt()))
-    monkeypatch.setattr(build, "build_pipeline", lambda cfg: ScriptedPipeline())
+    monkeypatch.setattr(build, "build_pipeline", scripted_pipeline)
 
     code = main(["track", str(frames), "--out-posetrack", str(tmp_path / "pred" / "seq.json"), "--no-progress"])
     assert code == 0, capsys.readouterr().err
