@@ -133,9 +133,14 @@ def build_tracker(cfg: AppConfig, skeleton):
         from .tracking.iou_tracker import IouTracker
         return IouTracker.from_config(t.iou, skeleton)
     if t.kind == "flowtrack":
+        from .config import replace
         from .tracking.flowtrack import FlowTracker
+        flow = t.flow
+        if cfg.detector.schedule == "adaptive" and flow.max_propagation_s < cfg.detector.adaptive_max_interval_s:
+            # The adaptive schedule may leave adaptive_max_interval_s between detections: carry the tracks that long.
+            flow = replace(flow, max_propagation_s=cfg.detector.adaptive_max_interval_s)
         try:
-            return FlowTracker.from_config(t.flow, skeleton)
+            return FlowTracker.from_config(flow, skeleton)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: flowtrack, iou")
