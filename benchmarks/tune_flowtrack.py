@@ -95,7 +95,9 @@ def candidates(start: dict, n_random: int, seed: int) -> List[dict]:
 
 
 def leave_one_out(results: List[Dict[str, float]], groups: List[str]) -> List[dict]:
-    """Per left-out group: the chosen candidate (best mean on the others), its fitted and left-out scores."""
+    """Per left-out group: the chosen candidate (best mean on the others), its fitted and left-out scores, and the
+    in-sample score there (of the candidate chosen on all groups, the left-out one included)."""
+    best_all = int(np.argmax([np.mean([r[g] for g in groups]) for r in results]))
     rows = []
     for held in groups:
         others = [g for g in groups if g != held]
@@ -104,6 +106,8 @@ def leave_one_out(results: List[Dict[str, float]], groups: List[str]) -> List[di
         oracle = max(r[held] for r in results)
         rows.append({"held_out": held, "chosen": chosen, "fitted": float(fitted[chosen]),
                      "left_out": results[chosen][held], "gap": float(fitted[chosen] - results[chosen][held]),
+                     "in_sample": results[best_all][held],
+                     "optimism": float(results[best_all][held] - results[chosen][held]),
                      "regret": float(oracle - results[chosen][held])})
     return rows
 
@@ -120,12 +124,18 @@ def report(pool, results, loo, groups, start, command) -> str:
              "Clip score: mean of MOTA and IDF1 (and pose MOTA and pose mAP where the clip has pose truth); group "
              "score: mean over its clips; suite score: mean over groups. Detector size: auto for each clip.", "",
              "## Leave one group out", "",
-             "| left out | chosen on the others | fitted (others) | left-out score | gap | regret |",
-             "|---|---|---|---|---|---|"]
+             "gap = fitted score on the other groups minus the left-out score (it also holds the groups' "
+             "different difficulty); in-sample = the left-out group's score under the candidate chosen on all groups; "
+             "optimism = in-sample minus left-out (what fitting on a group gains there); regret = the left-out "
+             "group's best candidate minus the chosen one.", "",
+             "| left out | chosen on the others | fitted (others) | left-out score | gap | in-sample | optimism | regret |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in loo:
         lines.append(f"| {row['held_out']} | {_label(pool[row['chosen']], start)} | {row['fitted']:.1f} | "
-                     f"{row['left_out']:.1f} | {row['gap']:+.1f} | {row['regret']:.1f} |")
-    lines += ["", f"Mean gap {np.mean([r['gap'] for r in loo]):+.1f}, mean regret "
+                     f"{row['left_out']:.1f} | {row['gap']:+.1f} | {row['in_sample']:.1f} | {row['optimism']:+.1f} | "
+                     f"{row['regret']:.1f} |")
+    lines += ["", f"Mean gap {np.mean([r['gap'] for r in loo]):+.1f}, mean optimism "
+              f"{np.mean([r['optimism'] for r in loo]):+.1f}, mean regret "
               f"{np.mean([r['regret'] for r in loo]):.1f} (score points).", "",
               f"Best on all groups: {_label(pool[best], start)}.", "",
               "## Every candidate (group scores)", "",
