@@ -1,7 +1,7 @@
 """Pose network throughput: crops per second and achieved TFLOP/s per backend, precision and batch size.
 
 Sweeps, for each model, every variant available on this machine (torch fp32 / fp16 / bf16, channels_last,
-torch.compile, CUDA graphs, ONNX Runtime, TensorRT) over batch sizes (default 1, 2, 4, 8, 16, 32, 64), and
+torch.compile, CUDA graphs, ONNX Runtime, TensorRT) over batch sizes (default: the CUDA-graph buckets 1, 2, 4, ..., 64), and
 prints crops/s, milliseconds per batch and achieved TFLOP/s against the device's peak. Networks are randomly
 initialised (throughput does not depend on the weights). Results go to a JSON file and a PNG plot.
 
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
 from posetrack_app.onnx_providers import providers_for_device  # noqa: E402
+from posetrack_app.pose.backends.base import DEFAULT_CUDA_GRAPH_BATCHES  # noqa: E402
 from posetrack_app.pose.backends.torch_backend import TorchBackend  # noqa: E402
 from posetrack_app.pose.models import build_model, get_model_spec  # noqa: E402
 from posetrack_app.pose.models.flops import model_multiply_adds  # noqa: E402
@@ -39,7 +40,7 @@ from posetrack_app.pose.models.flops import model_multiply_adds  # noqa: E402
 log = logging.getLogger("pose_throughput")
 
 DEFAULT_MODELS = ("hrnet_w32_256x192", "hrnet_w48_384x288")
-DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_BATCHES = DEFAULT_CUDA_GRAPH_BATCHES  # the sweep measures every CUDA-graph bucket
 # Dense peak TFLOP/s by GPU name fragment and precision (vendor datasheets; fp32 = non-tensor-core FMA rate,
 # tf32/fp16/bf16 = dense tensor-core rate). Used only to print utilisation.
 GPU_PEAK_TFLOPS = {

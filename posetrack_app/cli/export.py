@@ -12,7 +12,9 @@ HELP = "export a pose network to ONNX or a TensorRT engine (written into engines
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="hrnet_w48_384x288", help="pose model name (default: %(default)s)")
-    parser.add_argument("--weights", required=True, metavar="FILE", help="official checkpoint (.pth)")
+    parser.add_argument("--weights", required=True, metavar="FILE|NAME",
+                        help="checkpoint (.pth, official or mmpose names) or a published name (`posetrack weights "
+                             "list`, downloaded on first use)")
     parser.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx", help="default: %(default)s")
     parser.add_argument("--keypoints", default="coco17", help="keypoint layout of the checkpoint (default: %(default)s)")
     parser.add_argument("--fp16", action="store_true", help="TensorRT: half-precision engine")
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pose.checkpoint import load_pose_network
     from ..pose.export import ENGINES_DIR, default_onnx_path, export_onnx, pose_manifest
     from ..pose.models import get_model_spec
+    from ..pose.weights import resolve, terminal_progress
     from ..skeleton import get_skeleton
 
     spec = get_model_spec(args.model)
@@ -54,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out) if args.out else ENGINES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_pose_network(args.model, args.weights, skeleton.num_keypoints)
+    weights = resolve(args.weights, model=args.model, keypoints=skeleton.name,
+                      progress=terminal_progress(f"pose weights {args.weights}"))
+    model = load_pose_network(args.model, weights, skeleton.num_keypoints)
     manifest = pose_manifest(model_name=args.model, num_keypoints=skeleton.num_keypoints,
-                             keypoint_layout=skeleton.name, input_hw=spec.input_hw, weights_path=args.weights)
+                             keypoint_layout=skeleton.name, input_hw=spec.input_hw, weights_path=weights)
     onnx_path = default_onnx_path(out_dir, args.model, skeleton.name, manifest["weights_sha256"], onnx_precision)
     export_onnx(model, onnx_path, input_hw=spec.input_hw, manifest=manifest, precision=onnx_precision)
     print(f"ONNX: {onnx_path}")
