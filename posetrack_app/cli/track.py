@@ -38,7 +38,7 @@ def _summary_line(summary, pose_network: bool, damaged_frames: int) -> str:
     if summary.dropped_frames:
         line += f", {summary.dropped_frames} stale frames dropped"
     if damaged_frames:
-        line += f", {damaged_frames} damaged frames skipped"
+        line += f", {damaged_frames} damaged frame{'s' if damaged_frames != 1 else ''} skipped"
     return line
 
 
