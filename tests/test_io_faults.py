@@ -72,6 +72,7 @@ def test_small_video_on_a_nearly_full_disk_is_not_mistaken_for_a_full_one(full_d
     assert _leftovers(full_disk) == ["o.mp4"]
 
 
+@pytest.mark.slow  # a real process
 def test_disk_full_stderr_has_no_encoder_noise(full_disk, noise_video):
     """A real process: stderr holds our lines only (OpenCV/FFmpeg printed ~70 lines per full disk before)."""
     fill_disk(full_disk, 100_000)
@@ -93,6 +94,7 @@ def _limit_file_size(limit_bytes):
     return apply
 
 
+@pytest.mark.slow  # a real process
 @pytest.mark.parametrize("flag, name, fragment", [
     # An encoder whose writes fail for a reason other than a full disk: found by re-reading the file.
     ("--out-video", "o.mp4", "the encoder did not write every frame"),

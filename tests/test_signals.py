@@ -13,6 +13,9 @@ import pytest
 from faults import (cli_command, cli_env, part_files, process_gone, synthetic_video, video_frame_count, wait_until,
                     write_images_dataset)
 
+# Real processes: each starts Python, onnxruntime and the detector (about 5-15 s apiece on the 2-core machine).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
