@@ -12,6 +12,7 @@ from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
 from posetrack_app.skeleton import COCO17
 from posetrack_app.structures import Detections, Frame, Poses
 from posetrack_app.tracking.flowtrack import FlowTracker
+from posetrack_app.tracking.merge import merge_detections
 
 K = COCO17.num_keypoints
 W, H = 320, 240
@@ -343,7 +344,6 @@ def _walk(tracker, fps, detected_until_s, seconds=3.0, speed_px_s=60.0, hide_aft
         image, boxes, keypoints = scene.render([(20 + speed_px_s * t, 60)] if present else [(-300, -300)])
         frame = Frame(i, image, t)
         proposals = tracker.propose(frame)
-        from posetrack_app.tracking.merge import merge_detections
         det = _poses(boxes, keypoints, [0] if t < detected_until_s else [], 0.9)
         detections = Detections(det.boxes_xyxy, det.box_scores,
                                 np.concatenate([det.keypoints, det.keypoint_scores[..., None]], axis=2))
