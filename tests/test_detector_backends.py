@@ -101,6 +101,12 @@ def test_backend_matches_onnxruntime_cpu(images, backend, precision, image_name)
     assert_same_detections(reference, found, TOLERANCES[(backend, precision)])
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_a_frame_without_people_gives_no_detections(backend):
+    found = _detector(backend, "fp32", 640)(Frame(0, np.full((480, 640, 3), 114, np.uint8)))
+    assert len(found) == 0 and found.keypoints.shape == (0, 17, 3) and found.boxes_xyxy.shape == (0, 4)
+
+
 def test_description_names_backend_device_and_precision():
     detector = _detector("torch", "fp32", 640)
     assert detector.description == "torch (TorchScript) fp32 on cpu, input 640"

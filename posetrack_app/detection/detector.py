@@ -106,7 +106,7 @@ class YoloPoseDetector:
         boxes, keypoints = to_image(boxes, keypoints, params, (frame.height, frame.width))
         # One transfer (and one synchronisation) for everything that comes back.
         rows = torch.cat([boxes, scores[:, None], keypoints.flatten(1)], dim=1).cpu().numpy()
-        return Detections(rows[:, :4], rows[:, 4], rows[:, 5:].reshape(len(rows), -1, 3))
+        return Detections(rows[:, :4], rows[:, 4], rows[:, 5:].reshape(len(rows), keypoints.shape[1], 3))
 
     def close(self) -> None:
         self.backend.close()
