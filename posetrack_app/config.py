@@ -76,11 +76,17 @@ MAX_DETECTOR_INPUT_SIZE = 3840
 
 @dataclass(frozen=True)
 class SourceConfig(_Validated):
-    # Frames buffered between the reader thread and the pipeline. Files block when it is full (no frame is
-    # dropped); live sources (webcam, RTSP) drop the oldest frame so latency stays low.
+    # Frames buffered between the reader thread and the pipeline for files and folders: the reader blocks when it
+    # is full (no frame is dropped). Live sources (webcam, RTSP/HTTP) ignore it: they keep only the newest frame,
+    # so the pipeline always works on the latest picture and latency stays low.
     queue_size: int = ranged(8, 1, 1000)
     # Seconds to wait for a network stream or webcam to deliver its first frame.
     open_timeout_s: float = ranged(10.0, 0.0, 3600.0, lo_open=True)
+    # Seconds a live source (stream, webcam) keeps trying to reconnect after its last frame when the connection
+    # drops, with backoff (0.5 s, doubling, at most 5 s between attempts), each attempt logged; then the run ends
+    # and the outputs keep what was processed. 0: the run ends at the first drop. 30 s outlasts a camera reboot
+    # or a server restart without leaving a dead stream hanging for long.
+    reconnect_timeout_s: float = ranged(30.0, 0.0, 86400.0)
     # A frame that cannot be decoded (truncated or corrupt image in a folder or dataset, undecodable video frame):
     # "skip" leaves it out with a warning naming the file and counts it; "stop" ends the run with an error there.
     damaged_frames: str = "skip"
@@ -255,6 +261,8 @@ class RenderConfig(_Validated):
     keypoint_score_threshold: float = ranged(0.3, **UNIT)
     draw_boxes: bool = True
     draw_fps: bool = True
+    # Live sources: the end-to-end latency of the frame shown (capture -> tracked result), under the FPS.
+    draw_latency: bool = True
     line_thickness: int = ranged(2, 1, 50)
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .config import TrackerConfig
 from .structures import Detections, Frame, Tracks
 from .timing import SmoothedFps, StageTimer
@@ -67,7 +69,11 @@ class Pipeline:
         self.tracker.reset()
         self._frames_since_reset = 0
 
-    def step(self, frame: Frame) -> Tracks:
+    def step(self, frame: Frame, detections: Optional[Detections] = None) -> Tracks:
+        """One frame start to end. `detections`: a caller's own boxes for this frame (its own detector); then the
+        detector does not run and the schedule is not asked."""
+        if detections is not None:
+            return self._finish(frame, detections, True)
         detected = self.schedule.should_detect(frame, self._frames_since_reset)
         if detected:
             with self.timer.stage("detect"):
@@ -159,61 +165,173 @@ class RunSummary:
     dropped_frames: int = 0
     truncated: bool = False
     interrupted: bool = False
+    # Live sources: end-to-end latency (capture -> tracked result) over the run's frames, in milliseconds;
+    # None for files and folders (their frames wait in the reader's queue by design).
+    latency_median_ms: Optional[float] = None
+    latency_p95_ms: Optional[float] = None
+    # Live sources: connections restored after a drop, and whether the source gave up on one.
+    reconnects: int = 0
+    connection_lost: bool = False
 
     @property
     def fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
+class TrackingRun:
+    """One source through the pipeline: reader thread -> pipeline (`Pipeline.run`) -> writer thread with `sinks`.
+
+    Iterate it for (frame, tracks), one pair per frame, as they are ready; use it as a context manager so the
+    outputs are settled however the block ends:
+
+        with TrackingRun(pipeline, source, sinks) as run:
+            for frame, tracks in run:
+                ...
+        run.summary
+
+    The outputs are kept when the block ends normally, early (`break`, max_frames, a window's `q`) or by Ctrl-C /
+    SIGTERM / SIGHUP (summary.interrupted; the interrupt propagates); any other error discards them (no
+    half-written files) and propagates. Without `with`, the outputs are closed and kept when the iteration ends.
+    For live sources each frame's capture -> result latency goes to tracks.info["latency_s"] (the overlay shows it)
+    and its median and p95 to the summary.
+    """
+
+    def __init__(self, pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: Optional[int] = None,
+                 queue_size: int = 8):
+        self.pipeline, self.source, self.sinks = pipeline, source, list(sinks)
+        self.max_frames, self.queue_size = max_frames, queue_size
+        self.summary = RunSummary()
+        self._reader = self._writer = self._results = None
+        self._closed = False
+        self._track_ids: set = set()
+        self._latencies_s: list = []
+        self._start_s = 0.0
+
+    def __enter__(self) -> "TrackingRun":
+        self._open()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.close(keep=exc_type is None or interrupted, interrupted=interrupted)
+        return False
+
+    def _open(self) -> None:
+        from .io.sinks import SinkWriter
+        from .io.sources import ThreadedReader
+
+        if self._reader is not None:
+            return
+        if self._closed:
+            raise RuntimeError("this TrackingRun has finished: start a new one")
+        self._start_s = time.perf_counter()
+        try:
+            self._reader = ThreadedReader(self.source, queue_size=self.queue_size)
+            self._writer = SinkWriter(self.sinks)
+        except BaseException:  # the run never started: nothing of it is kept
+            self._closed = True
+            if self._reader is not None:
+                self._reader.close()
+            else:
+                self.source.close()
+            for sink in self.sinks:
+                sink.close(keep=False)
+            raise
+        frames = self._reader if self.max_frames is None else islice(self._reader, self.max_frames)
+        # Capped before the pipeline: with overlapping stages it reads a frame ahead, and must not read past the last.
+        self._results = self.pipeline.run(frames)
+
+    def __iter__(self) -> Iterator[Tuple[Frame, Tracks]]:
+        from .io.sinks import LATENCY_INFO_KEY
+
+        self._open()
+        fps = SmoothedFps()
+        try:
+            while not self._closed:
+                # The time to the next result: the processing of a frame, and any wait for the source.
+                asked = time.perf_counter()
+                result = next(self._results, None)
+                if result is None:
+                    break
+                frame, tracks = result
+                if frame.capture_unix_s is not None:
+                    latency_s = time.time() - frame.capture_unix_s
+                    tracks.info[LATENCY_INFO_KEY] = latency_s
+                    self._latencies_s.append(latency_s)
+                self._writer.put(frame, tracks, fps.update(time.perf_counter() - asked))
+                self._track_ids.update(int(t) for t in tracks.track_ids)
+                self.summary.frames += 1
+                yield frame, tracks
+                if self._writer.stop_requested:
+                    break
+        except KeyboardInterrupt:
+            self.close(keep=True, interrupted=True)
+            raise
+        except GeneratorExit:  # the caller stopped iterating (a break): what was written is complete
+            self.close(keep=True)
+            raise
+        except BaseException:
+            self.close(keep=False)
+            raise
+        self.close(keep=True)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._writer is not None and self._writer.stop_requested
+
+    def close(self, keep: bool = True, interrupted: bool = False) -> None:
+        """Stop reading and settle the outputs (kept or discarded); idempotent. Raises the first output error."""
+        from .interrupts import deferred
+
+        if self._closed:
+            return
+        self._closed = True
+        summary = self.summary
+        if interrupted:
+            summary.interrupted = True
+            log.warning("interrupted after %d frames: closing the outputs written so far", summary.frames)
+        try:
+            # A signal while closing waits until the outputs are closed (see interrupts.py).
+            with deferred():
+                if self._results is not None:
+                    self._results.close()  # waits for a detection still running ahead
+                if self._reader is not None:
+                    self._reader.close()
+                if self._writer is not None:
+                    self._writer.close(keep=keep)
+        finally:
+            self._fill_summary()
+
+    def _fill_summary(self) -> None:
+        summary = self.summary
+        summary.wall_s = time.perf_counter() - self._start_s
+        summary.tracks = len(self._track_ids)
+        summary.stage_mean_ms = self.pipeline.timer.mean_ms()
+        summary.dropped_frames = self._reader.dropped_frames if self._reader is not None else 0
+        summary.truncated = bool(getattr(self.source, "truncated", False))
+        summary.reconnects = int(getattr(self.source, "reconnects", 0))
+        summary.connection_lost = bool(getattr(self.source, "connection_lost", False))
+        if self._latencies_s:
+            latencies_ms = 1000.0 * np.asarray(self._latencies_s)
+            summary.latency_median_ms = float(np.median(latencies_ms))
+            summary.latency_p95_ms = float(np.percentile(latencies_ms, 95))
+
+
 def run_stream(pipeline: Pipeline, source, sinks: Sequence = (), *, max_frames: Optional[int] = None,
                queue_size: int = 8, on_frame: Optional[Callable[[Frame, Tracks], None]] = None) -> RunSummary:
-    """Reads `source` in a thread, steps the pipeline on each frame, and hands results to `sinks` in another.
+    """Reads `source` in a thread, steps the pipeline on each frame, and hands results to `sinks` in another
+    (a TrackingRun to its end).
 
     Ctrl-C ends the run cleanly: the outputs written so far are closed and kept (summary.interrupted is set).
     Any other error discards the outputs (no half-written files) and propagates.
     """
-    from .interrupts import deferred
-    from .io.sinks import SinkWriter
-    from .io.sources import ThreadedReader
-
-    summary = RunSummary()
-    reader = ThreadedReader(source, queue_size=queue_size)
-    writer = SinkWriter(sinks)
-    track_ids = set()
-    fps = SmoothedFps()
-    keep = False
-    start = time.perf_counter()
-    # Capped before the pipeline: with overlapping stages it reads a frame ahead, and must not read past the last.
-    results = pipeline.run(reader if max_frames is None else islice(reader, max_frames))
+    run = TrackingRun(pipeline, source, sinks, max_frames=max_frames, queue_size=queue_size)
     try:
-        try:
-            while True:
-                # The time to the next result: the processing of a frame, and any wait for the source.
-                asked = time.perf_counter()
-                result = next(results, None)
-                if result is None:
-                    break
-                frame, tracks = result
-                writer.put(frame, tracks, fps.update(time.perf_counter() - asked))
-                track_ids.update(int(t) for t in tracks.track_ids)
-                summary.frames += 1
+        with run:
+            for frame, tracks in run:
                 if on_frame is not None:
                     on_frame(frame, tracks)
-                if writer.stop_requested:
-                    break
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            log.warning("interrupted after %d frames: closing the outputs written so far", summary.frames)
-        keep = True
-    finally:
-        # A signal while closing waits until the outputs are closed (see interrupts.py).
-        with deferred():
-            results.close()  # waits for a detection still running ahead
-            reader.close()
-            writer.close(keep=keep)
-    summary.wall_s = time.perf_counter() - start
-    summary.tracks = len(track_ids)
-    summary.stage_mean_ms = pipeline.timer.mean_ms()
-    summary.dropped_frames = reader.dropped_frames
-    summary.truncated = source.truncated
-    return summary
+    except KeyboardInterrupt:
+        # Also a signal held while the outputs closed (interrupts.deferred raises it there): they are complete.
+        run.summary.interrupted = True
+    return run.summary

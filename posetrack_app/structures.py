@@ -32,12 +32,16 @@ class Frame:
     """One decoded video frame.
 
     image_bgr: uint8 [H, W, 3] as OpenCV decodes it.
-    index: 0-based position in the source; timestamp_s: seconds since the source started.
+    index: 0-based position in the source; timestamp_s: seconds since the source started, on the source's clock
+    (a video's presentation times, the capture clock of a live source, index / fps for image folders).
+    capture_unix_s: wall-clock (UNIX) time at which a live source captured the frame; None for files, folders
+    and frames made by hand. End-to-end latency is measured from it.
     """
 
     index: int
     image_bgr: np.ndarray
     timestamp_s: float = 0.0
+    capture_unix_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.image_bgr.ndim != 3 or self.image_bgr.shape[2] != 3 or self.image_bgr.dtype != np.uint8:

@@ -46,7 +46,8 @@ def test_track_writes_video_json_and_mot(tmp_path, capsys, vtest):
     persons = [p for r in records for p in r["persons"]]
     assert len(persons) >= 8  # PETS09 has 2-8 walkers in every frame
     first = persons[0]
-    assert set(first) == {"track_id", "box_xyxy", "score", "keypoints"}
+    assert set(first) == {"track_id", "box_xyxy", "score", "keypoints", "propagated"}
+    assert all(isinstance(p["propagated"], bool) for p in persons)
     assert len(first["keypoints"]) == 17 and len(first["keypoints"][0]) == 3
     # Identities persist: most ids of frame 0 are still there in frame 7.
     ids0 = {p["track_id"] for p in records[0]["persons"]}

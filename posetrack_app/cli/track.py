@@ -1,29 +1,45 @@
-"""`posetrack track SOURCE`: run the tracker on a video file, webcam, image folder or stream."""
+"""`posetrack track SOURCE [SOURCE ...]`: run the tracker on video files, a webcam, image folders or streams.
+
+Built on the library API (api.PoseTracker): the models are loaded once, then each input is `process()`ed in turn
+into its own output set. With several inputs every --out-* name must hold `{stem}`, replaced by the input's name.
+"""
 from __future__ import annotations
 
-import dataclasses
 import logging
+import re
 import sys
+from pathlib import Path
+from typing import Dict, List, Optional
 
 from ..errors import UserError
-from ._common import add_config_arguments, config_from_args
+from ._common import add_config_arguments
 
 COMMAND = "track"
-HELP = "track people in a video, webcam (0), folder of images or RTSP/HTTP stream"
+HELP = "track people in videos, a webcam (0), folders of images or videos, or RTSP/HTTP streams"
 
 log = logging.getLogger(__name__)
 
+# Output options: argparse destination (= PoseTracker.process keyword) -> open_sinks keyword.
+OUTPUT_ARGUMENTS = {"out_video": "video", "out_json": "jsonl", "out_csv": "csv", "out_mot": "mot",
+                    "out_posetrack": "posetrack"}
+STEM = "{stem}"
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("source", metavar="SOURCE", help="video file, webcam index (0), image folder, or rtsp:// URL")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="video file, webcam index (0), folder of images, folder of videos, or rtsp:// / http:// "
+                             "URL; several are tracked one after the other with the models loaded once, each into "
+                             "its own outputs (put {stem} in the --out-* names)")
     parser.add_argument("--out-video", metavar="F", help="annotated video (.mp4, .mov, .m4v, .mkv or .avi)")
     parser.add_argument("--out-json", metavar="F", help="JSON Lines (.jsonl or .json): one object per frame with "
                                                         "tracked poses")
+    parser.add_argument("--out-csv", metavar="F", help="CSV (.csv): one row per person per frame (track id, frame, "
+                                                       "time, box, score, propagated flag, x/y/score per joint)")
     parser.add_argument("--out-mot", metavar="F", help="MOTChallenge box file (frame,id,left,top,w,h,score,-1,-1,-1)")
     parser.add_argument("--out-posetrack", metavar="F", help="PoseTrack 2018 file (.json) of the whole run, as the "
                                                              "batch command writes; `posetrack eval` scores it")
     parser.add_argument("--show", action="store_true", help="live window (q quits)")
-    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (of each input)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(parser)
 
@@ -35,41 +51,140 @@ def _summary_line(summary, pose_network: bool, damaged_frames: int) -> str:
                        for name, ms in summary.stage_mean_ms.items())
     line = (f"{summary.frames} frames, {summary.tracks} tracks, {summary.fps:.1f} FPS end to end "
             f"(mean per frame: {stages})")
+    if summary.latency_median_ms is not None:
+        line += (f", latency capture -> result median {summary.latency_median_ms:.0f} ms, "
+                 f"p95 {summary.latency_p95_ms:.0f} ms")
     if summary.dropped_frames:
         line += f", {summary.dropped_frames} stale frames dropped"
+    if summary.reconnects:
+        line += f", {summary.reconnects} reconnect{'s' if summary.reconnects != 1 else ''}"
     if damaged_frames:
         line += f", {damaged_frames} damaged frame{'s' if damaged_frames != 1 else ''} skipped"
     return line
 
 
-def _file_input(spec: str):
+def file_input(spec: str) -> Optional[str]:
     """The path SOURCE names when it is a file or folder (not a webcam index or a stream URL)."""
     from ..io.sources import STREAM_PREFIXES
 
     return None if spec.isdigit() or spec.lower().startswith(STREAM_PREFIXES) else spec
 
 
+def expand_inputs(specs: List[str]) -> List[str]:
+    """The inputs SOURCE arguments name, in order: a folder without images but with video files stands for its
+    videos (sorted by name); anything else for itself. A file or folder that does not exist is an error here,
+    before any model loads."""
+    from ..io.sources import list_images, list_videos
+
+    inputs = []
+    for spec in specs:
+        if file_input(spec) is None:
+            inputs.append(spec)
+            continue
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise UserError(f"video file {path} not found: check the path")
+        if path.is_dir() and not list_images(path):
+            videos = list_videos(path)
+            if videos:
+                inputs += [str(v) for v in videos]
+                continue
+        inputs.append(spec)
+    return inputs
+
+
+def input_stem(spec: str) -> str:
+    """What {stem} becomes for an input: a file's name without its extension, a folder's name, `webcam0`, or the
+    host and path of a stream URL with other characters as '_'."""
+    if spec.isdigit():
+        return f"webcam{spec}"
+    if file_input(spec) is None:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.split("://", 1)[-1]).strip("_.") or "stream"
+    path = Path(spec).expanduser()
+    return path.name if path.is_dir() else path.stem
+
+
+def output_sets(args, inputs: List[str]) -> List[Dict[str, Optional[str]]]:
+    """Each input's outputs (process() keywords -> path), with {stem} filled in; UserError for a name without
+    {stem} when there are several inputs, or with another {placeholder}."""
+    templates = {dest: getattr(args, dest) for dest in OUTPUT_ARGUMENTS}
+    options = {dest: "--" + dest.replace("_", "-") for dest in OUTPUT_ARGUMENTS}
+    for key, template in templates.items():
+        if not template:
+            continue
+        unknown = [p for p in re.findall(r"\{[^{}]*\}", template) if p != STEM]
+        if unknown:
+            raise UserError(f"{options[key]} {template}: unknown placeholder {unknown[0]}; the only one is {STEM}, "
+                            "the input's name")
+        if len(inputs) > 1 and STEM not in template:
+            suffix = Path(template).suffix
+            raise UserError(f"{options[key]} {template} would be written by each of the {len(inputs)} inputs: put "
+                            f"{STEM} in the name, e.g. {options[key]} 'out/{STEM}{suffix}'")
+    return [{key: template.replace(STEM, input_stem(spec)) if template else None
+             for key, template in templates.items()} for spec in inputs]
+
+
+def check_outputs(inputs: List[str], sets: List[Dict[str, Optional[str]]]) -> None:
+    """Every output of every input: a valid name in a writable folder, not an input, not another output."""
+    from ..io.atomic import check_distinct_outputs
+    from ..io.sinks import OUTPUT_OPTIONS, check_output_paths
+
+    several = len(inputs) > 1
+    labelled = {}
+    for spec, outputs in zip(inputs, sets):
+        for dest, path in outputs.items():
+            option = OUTPUT_OPTIONS[OUTPUT_ARGUMENTS[dest]]
+            if path:
+                labelled[f"{option} of {spec}" if several else option] = path
+    sources = {f"SOURCE {spec}" if several else "SOURCE": file_input(spec) for spec in inputs}
+    check_distinct_outputs(labelled, sources)
+    for outputs in sets:
+        check_output_paths(**{OUTPUT_ARGUMENTS[dest]: path for dest, path in outputs.items()})
+
+
 def run(args) -> int:
     from .. import interrupts
-    from ..build import build_pipeline
-    from ..io.sinks import check_output_paths, open_sinks
-    from ..io.sources import open_source
-    from ..pipeline import run_stream
+    from ..api import PoseTracker
     from ..pose.detector_keypoints import DetectorKeypointPoses
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
-    cfg = config_from_args(args)
-    outputs = dict(video=args.out_video, jsonl=args.out_json, mot=args.out_mot, posetrack=args.out_posetrack)
-    check_output_paths(**outputs, inputs={"SOURCE": _file_input(args.source)})
-    if not (any(outputs.values()) or args.show):
-        log.warning("no output requested: add --out-video, --out-json, --out-mot, --out-posetrack or --show")
-    source = open_source(args.source, open_timeout_s=cfg.source.open_timeout_s,
-                         damaged_frames=cfg.source.damaged_frames)
-    pipeline = build_pipeline(cfg)
-    sinks = open_sinks(pipeline.skeleton, source.fps, dataclasses.asdict(cfg.render), **outputs,
-                       posetrack_options=dataclasses.asdict(cfg.posetrack), show=args.show,
-                       frame_name=source.frame_name)
+    inputs = expand_inputs(args.sources)
+    sets = output_sets(args, inputs)
+    check_outputs(inputs, sets)
+    if not (any(sets[0].values()) or args.show):
+        log.warning("no output requested: add --out-video, --out-json, --out-csv, --out-mot, --out-posetrack or "
+                    "--show")
+    tracker = PoseTracker.from_config(args.config, args.overrides)
+    pose_network = not isinstance(tracker.pipeline.pose_stage, DetectorKeypointPoses)
+    for number, (spec, outputs) in enumerate(zip(inputs, sets), start=1):
+        if len(inputs) > 1:
+            log.info("input %d of %d: %s", number, len(inputs), spec)
+        source = tracker.open(spec)
+        summary = _track_one(tracker, source, outputs, args)
+        line = _summary_line(summary, pose_network, source.damaged_frames)
+        if len(inputs) > 1:
+            line = f"{spec}: {line}"
+        if summary.interrupted:
+            line = f"interrupted by {interrupts.signal_name()}: {line}; the outputs hold the frames processed"
+        print(line, file=sys.stderr)
+        if summary.truncated:
+            print(f"note: {source.name} ended early (truncated or corrupt); outputs hold the frames read",
+                  file=sys.stderr)
+        if summary.connection_lost:
+            print(f"note: {source.name} stayed unreachable for source.reconnect_timeout_s="
+                  f"{tracker.config.source.reconnect_timeout_s:g} s: the run ended there; outputs hold the frames "
+                  "processed", file=sys.stderr)
+        if summary.interrupted:
+            if number < len(inputs):
+                print(f"{len(inputs) - number} input(s) not started", file=sys.stderr)
+            return interrupts.exit_code()
+    return 0
+
+
+def _track_one(tracker, source, outputs: Dict[str, Optional[str]], args):
+    """One input through tracker.process with a progress bar; the source is closed whatever happens."""
+    from .. import interrupts
 
     progress = None
     try:
@@ -80,27 +195,17 @@ def run(args) -> int:
                 total = min(total, args.max_frames)
             progress = progress_bar(total=total, unit="frame", desc=source.name[-40:])
 
-        def on_frame(frame, tracks):
+        def on_frame(frame, persons):
             if progress is not None:
                 with interrupts.deferred():  # never inside the progress bar's lock
                     progress.update(1)
-                    progress.set_postfix(persons=len(tracks), refresh=False)
+                    progress.set_postfix(persons=len(persons), refresh=False)
 
-        summary = run_stream(pipeline, source, sinks, max_frames=args.max_frames, queue_size=cfg.source.queue_size,
-                             on_frame=on_frame)
+        return tracker.process(source, max_frames=args.max_frames, show=args.show,
+                               on_frame=on_frame if progress is not None else None, **outputs)
     except BaseException:
-        # run_stream discards the outputs of a failed run; this covers a failure before it took them over.
-        for sink in sinks:
-            sink.close(keep=False)
+        source.close()  # process() closes it once it has taken it over; before that, this does
         raise
     finally:
         if progress is not None:
             progress.close()
-    pose_network = not isinstance(pipeline.pose_stage, DetectorKeypointPoses)
-    line = _summary_line(summary, pose_network, source.damaged_frames)
-    if summary.interrupted:
-        line = f"interrupted by {interrupts.signal_name()}: {line}; the outputs hold the frames processed"
-    print(line, file=sys.stderr)
-    if summary.truncated:
-        print(f"note: {source.name} ended early (truncated or corrupt); outputs hold the frames read", file=sys.stderr)
-    return interrupts.exit_code() if summary.interrupted else 0

@@ -1,4 +1,5 @@
-"""Outputs of a tracking run: annotated video, live window, JSON Lines, MOTChallenge box file, PoseTrack 2018 file.
+"""Outputs of a tracking run: annotated video, live window, JSON Lines, per-person CSV, MOTChallenge box file,
+PoseTrack 2018 file.
 
 A sink gets `write(frame, tracks, fps)` per frame and `close(keep)` once. File sinks write to a temporary name
 and, on `close(keep=True)` (a finished or interrupted run), first `finish()` the file (flush, fsync, check that
@@ -19,8 +20,9 @@ import queue
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 VIDEO_FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 VIDEO_SUFFIXES = tuple(VIDEO_FOURCC)
 JSON_LINES_SUFFIXES = (".jsonl", ".json")
+CSV_SUFFIXES = (".csv",)
 POSETRACK_SUFFIXES = (".json",)
 
 
@@ -135,10 +138,17 @@ class _TextLinesSink(_AtomicFileSink):
         self._handle.close()
 
 
+def propagated_flags(tracks: Tracks) -> np.ndarray:
+    """bool [N]: the pose was carried by propagation (its box was proposed by a track, not found by the detector in
+    this frame; Poses.proposed_by >= 0)."""
+    return tracks.poses.proposed_by >= 0
+
+
 class JsonLinesSink(_TextLinesSink):
     """One JSON object per frame:
     {"frame": 0, "time_s": 0.0, "layout": "coco17", "persons": [{"track_id": 1, "box_xyxy": [x1, y1, x2, y2],
-     "score": 0.9, "keypoints": [[x, y, score], ...]}]} with coordinates and scores rounded to 0.01."""
+     "score": 0.9, "keypoints": [[x, y, score], ...], "propagated": false}]} with coordinates and scores rounded to
+    0.01. Frames of a live source also carry "capture_unix_s" (wall-clock capture time)."""
 
     suffixes = JSON_LINES_SUFFIXES
     what = "--out-json"
@@ -152,17 +162,108 @@ class JsonLinesSink(_TextLinesSink):
         # float64 before rounding, so the JSON holds 12.34 rather than float32's 12.340000152587891.
         keypoints = np.concatenate([poses.keypoints, poses.keypoint_scores[..., None]], axis=2).astype(np.float64)
         boxes = poses.boxes_xyxy.astype(np.float64)
+        propagated = propagated_flags(tracks)
         persons = [
             {
                 "track_id": int(track_id),
                 "box_xyxy": np.round(boxes[i], 2).tolist(),
                 "score": round(float(poses.box_scores[i]), 4),
                 "keypoints": np.round(keypoints[i], 2).tolist(),
+                "propagated": bool(propagated[i]),
             }
             for i, track_id in enumerate(tracks.track_ids)
         ]
-        record = {"frame": frame.index, "time_s": round(frame.timestamp_s, 4), "layout": self.layout, "persons": persons}
+        record = {"frame": frame.index, "time_s": round(frame.timestamp_s, 4)}
+        if frame.capture_unix_s is not None:
+            record["capture_unix_s"] = round(frame.capture_unix_s, 6)
+        record.update(layout=self.layout, persons=persons)
         self._write_text(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+@dataclass(frozen=True)
+class CsvColumns:
+    """A block of CSV columns: their header names, a printf format each, and their values for the N persons of a
+    frame (`values(frame, tracks)` -> float64 [N, len(names)]). The CSV is the concatenation of its blocks, so an
+    output with more columns (e.g. raw keypoints beside smoothed ones) adds a block rather than a new writer."""
+
+    names: Tuple[str, ...]
+    formats: Tuple[str, ...]
+    values: Callable[[Frame, Tracks], np.ndarray]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.formats):
+            raise ValueError(f"{len(self.names)} column names but {len(self.formats)} formats")
+
+
+def joint_columns(skeleton: Skeleton, keypoints_xy: Callable[[Tracks], np.ndarray],
+                  keypoint_scores: Callable[[Tracks], np.ndarray], prefix: str = "") -> CsvColumns:
+    """`{prefix}{joint}_x, _y, _score` for every joint of `skeleton` in its order. keypoints_xy(tracks) -> [N, K, 2]
+    pixels, keypoint_scores(tracks) -> [N, K]."""
+    names, formats = [], []
+    for joint in skeleton.keypoint_names:
+        names += [f"{prefix}{joint}_x", f"{prefix}{joint}_y", f"{prefix}{joint}_score"]
+        formats += ["%.2f", "%.2f", "%.4f"]
+
+    def values(frame: Frame, tracks: Tracks) -> np.ndarray:
+        xy = np.asarray(keypoints_xy(tracks), np.float64)
+        scores = np.asarray(keypoint_scores(tracks), np.float64)
+        return np.concatenate([xy, scores[..., None]], axis=2).reshape(len(tracks), -1)
+
+    return CsvColumns(tuple(names), tuple(formats), values)
+
+
+def default_csv_columns(skeleton: Skeleton, wall_clock: bool = False) -> List[CsvColumns]:
+    """track_id, frame, time_s[, capture_unix_s], box_x1, box_y1, box_x2, box_y2, box_score, propagated, then
+    `<joint>_x, <joint>_y, <joint>_score` per joint. `wall_clock`: the capture_unix_s column (live sources)."""
+    def identity(frame: Frame, tracks: Tracks) -> np.ndarray:
+        n = len(tracks)
+        columns = [tracks.track_ids.astype(np.float64), np.full(n, frame.index, np.float64),
+                   np.full(n, frame.timestamp_s, np.float64)]
+        if wall_clock:
+            columns.append(np.full(n, np.nan if frame.capture_unix_s is None else frame.capture_unix_s, np.float64))
+        return np.stack(columns, axis=1)
+
+    def box(frame: Frame, tracks: Tracks) -> np.ndarray:
+        poses = tracks.poses
+        return np.concatenate([poses.boxes_xyxy.astype(np.float64), poses.box_scores.astype(np.float64)[:, None],
+                               propagated_flags(tracks).astype(np.float64)[:, None]], axis=1)
+
+    identity_names = ("track_id", "frame", "time_s") + (("capture_unix_s",) if wall_clock else ())
+    identity_formats = ("%d", "%d", "%.4f") + (("%.6f",) if wall_clock else ())
+    return [
+        CsvColumns(identity_names, identity_formats, identity),
+        CsvColumns(("box_x1", "box_y1", "box_x2", "box_y2", "box_score", "propagated"),
+                   ("%.2f", "%.2f", "%.2f", "%.2f", "%.4f", "%d"), box),
+        joint_columns(skeleton, lambda tracks: tracks.poses.keypoints, lambda tracks: tracks.poses.keypoint_scores),
+    ]
+
+
+class CsvSink(_TextLinesSink):
+    """One row per person per frame, with a header row of named columns (`default_csv_columns`): loads straight
+    into pandas (`pandas.read_csv`), a spreadsheet or R. `propagated` is 1 for a pose carried by propagation (not
+    seen by the detector in that frame), else 0. Frames without persons have no row."""
+
+    suffixes = CSV_SUFFIXES
+    what = "--out-csv"
+
+    def __init__(self, path, skeleton: Skeleton, *, wall_clock: bool = False,
+                 columns: Optional[Sequence[CsvColumns]] = None):
+        self.columns = list(columns) if columns is not None else default_csv_columns(skeleton, wall_clock)
+        self.names = [name for block in self.columns for name in block.names]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"CSV column names must be unique, got {self.names}")
+        self._row_format = ",".join(f for block in self.columns for f in block.formats) + "\n"
+        super().__init__(path)
+
+    def _open(self) -> None:
+        super()._open()
+        self._write_text(",".join(self.names) + "\n")
+
+    def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
+        if len(tracks) == 0:
+            return
+        values = np.concatenate([block.values(frame, tracks) for block in self.columns], axis=1)
+        self._write_text("".join(self._row_format % tuple(row) for row in values.tolist()))
 
 
 class MotChallengeSink(_TextLinesSink):
@@ -216,6 +317,10 @@ class PoseTrackSink(_AtomicFileSink):
             os.fsync(handle.fileno())
 
 
+# Key of Tracks.info under which the runner records a live frame's capture -> result latency in seconds.
+LATENCY_INFO_KEY = "latency_s"
+
+
 class _RenderingSink(Sink):
     """Draws the tracks on a copy of each frame; `render_options` are draw_tracks' keyword arguments plus
     draw_fps (RenderConfig's fields)."""
@@ -224,10 +329,13 @@ class _RenderingSink(Sink):
         self.skeleton = skeleton
         self.render_options = dict(render_options or {})
         self.draw_fps = self.render_options.pop("draw_fps", True)
+        self.draw_latency = self.render_options.pop("draw_latency", True)
 
     def render(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> np.ndarray:
+        # The runner puts a live frame's capture -> result latency in tracks.info (pipeline.TrackingRun).
+        latency_s = tracks.info.get(LATENCY_INFO_KEY) if self.draw_latency else None
         return draw_tracks(frame.image_bgr.copy(), tracks, self.skeleton, fps=fps if self.draw_fps else None,
-                           **self.render_options)
+                           latency_s=latency_s, **self.render_options)
 
 
 class RenderOnlySink(_RenderingSink):
@@ -240,6 +348,12 @@ class RenderOnlySink(_RenderingSink):
 
 class VideoSink(_AtomicFileSink, _RenderingSink):
     """Annotated video (mp4v for .mp4/.mov/.m4v/.mkv, MJPG for .avi), at the source's frame rate.
+
+    The rate goes to cv2.VideoWriter as the source reports it (29.97002997 for NTSC's 30000/1001); OpenCV stores it
+    as a fraction of 0.001 precision (2997/100 = 29.97: 1 ppm slower, 3.6 ms an hour). File sources write every
+    frame once, as read. A live source (`real_time`) delivers frames at its own pace and drops those the pipeline
+    had no time for, so each frame is written at its capture time: the frame before is repeated to fill the gap,
+    and the video plays in real time (a reconnect gap shows as a still picture of its length).
 
     OpenCV's VideoWriter reports no write error, so two checks stand in for one: every GROWTH_CHECK_FRAMES frames,
     a file that has not grown on a disk with less than LOW_SPACE_BYTES free means the disk is full (the run stops
@@ -257,21 +371,36 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
     LOW_SPACE_BYTES = 1 << 20
     PROBE_BYTES = 1 << 16
 
-    def __init__(self, path, skeleton: Skeleton, fps: float, render_options: Optional[dict] = None):
+    def __init__(self, path, skeleton: Skeleton, fps: float, render_options: Optional[dict] = None, *,
+                 real_time: bool = False):
         _AtomicFileSink.__init__(self, path)
         _RenderingSink.__init__(self, skeleton, render_options)
         self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
         self.fps = fps
+        self.real_time = real_time
         self.frames_written = 0
         self._writer: Optional[cv2.VideoWriter] = None
         self._size_at_check = 0
+        self._first_time_s: Optional[float] = None
+        self._last_image: Optional[np.ndarray] = None
 
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         if self._writer is None:
             self._writer = cv2.VideoWriter(str(self.tmp_path), self.fourcc, self.fps, (frame.width, frame.height))
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video {self.path}: OpenCV has no encoder for it here; try a .avi name")
-        self._writer.write(self.render(frame, tracks, fps))
+            self._first_time_s = frame.timestamp_s
+        if self.real_time and self._last_image is not None:
+            slot = int(round((frame.timestamp_s - self._first_time_s) * self.fps))
+            while self.frames_written < slot:
+                self._write_image(self._last_image)
+        image = self.render(frame, tracks, fps)
+        self._write_image(image)
+        if self.real_time:
+            self._last_image = image
+
+    def _write_image(self, image: np.ndarray) -> None:
+        self._writer.write(image)
         self.frames_written += 1
         if self.frames_written % self.GROWTH_CHECK_FRAMES == 0:
             self._check_growth()
@@ -358,31 +487,40 @@ class WindowSink(_RenderingSink):
             pass
 
 
-def check_output_paths(*, video=None, jsonl=None, mot=None, posetrack=None, inputs=None) -> None:
+# The command-line option that names each output kind (open_sinks' keyword -> option), in open_sinks' order.
+OUTPUT_OPTIONS = {"video": "--out-video", "jsonl": "--out-json", "csv": "--out-csv", "mot": "--out-mot",
+                  "posetrack": "--out-posetrack"}
+OUTPUT_SUFFIXES = {"video": VIDEO_SUFFIXES, "jsonl": JSON_LINES_SUFFIXES, "csv": CSV_SUFFIXES, "mot": None,
+                   "posetrack": POSETRACK_SUFFIXES}
+
+
+def check_output_paths(*, video=None, jsonl=None, csv=None, mot=None, posetrack=None, inputs=None) -> None:
     """Before a run starts: each output's extension and folder, and no output on an input or on another output.
     `inputs`: label -> path of what the run reads (e.g. {"SOURCE": "video.mp4"})."""
+    outputs = dict(video=video, jsonl=jsonl, csv=csv, mot=mot, posetrack=posetrack)
     # Same-file clashes first: naming both paths says more than a wrong extension on one of them.
-    check_distinct_outputs({"--out-video": video, "--out-json": jsonl, "--out-mot": mot,
-                            "--out-posetrack": posetrack}, inputs)
-    for path, suffixes, what in ((video, VIDEO_SUFFIXES, "--out-video"), (jsonl, JSON_LINES_SUFFIXES, "--out-json"),
-                                 (mot, None, "--out-mot"), (posetrack, POSETRACK_SUFFIXES, "--out-posetrack")):
+    check_distinct_outputs({OUTPUT_OPTIONS[kind]: path for kind, path in outputs.items()}, inputs)
+    for kind, path in outputs.items():
         if path:
-            check_output_path(path, suffixes, what)
+            check_output_path(path, OUTPUT_SUFFIXES[kind], OUTPUT_OPTIONS[kind])
 
 
 def open_sinks(skeleton: Skeleton, fps: float, render_options: Optional[dict] = None, *, video=None, jsonl=None,
-               mot=None, posetrack=None, posetrack_options: Optional[dict] = None, show: bool = False,
-               frame_name: Optional[Callable[[int], str]] = None) -> List[Sink]:
-    """The sinks for the given outputs (None = not written), in this order: video, JSON Lines, MOT, PoseTrack,
+               csv=None, mot=None, posetrack=None, posetrack_options: Optional[dict] = None, show: bool = False,
+               frame_name: Optional[Callable[[int], str]] = None, live: bool = False) -> List[Sink]:
+    """The sinks for the given outputs (None = not written), in this order: video, JSON Lines, CSV, MOT, PoseTrack,
     window. render_options: RenderConfig's fields (dataclasses.asdict(cfg.render)); posetrack_options:
-    keypoint_score_threshold and head_rule (PoseTrackOutputConfig's fields); frame_name: the source's. If one
-    cannot be opened (or an interrupt arrives meanwhile), those already opened are discarded."""
+    keypoint_score_threshold and head_rule (PoseTrackOutputConfig's fields); frame_name: the source's; live: the
+    source is live (the video is written in real time, the CSV gets a capture_unix_s column). If one cannot be
+    opened (or an interrupt arrives meanwhile), those already opened are discarded."""
     sinks: List[Sink] = []
     try:
         if video:
-            sinks.append(VideoSink(video, skeleton, fps, render_options))
+            sinks.append(VideoSink(video, skeleton, fps, render_options, real_time=live))
         if jsonl:
             sinks.append(JsonLinesSink(jsonl, skeleton))
+        if csv:
+            sinks.append(CsvSink(csv, skeleton, wall_clock=live))
         if mot:
             sinks.append(MotChallengeSink(mot))
         if posetrack:
