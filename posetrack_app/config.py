@@ -211,33 +211,34 @@ class FlowTrackConfig(_Validated):
     clips and three synthetic crossing clips at 7, 25 and 30 fps) with leave-one-group-out checks
     (benchmarks/tune_flowtrack.py; benchmarks/results/flowtrack_loo.md). Times in seconds, so the same values hold
     at 7 and 30 fps. Evidence below: the suite score (mean over the five clip groups of each clip's mean of MOTA and
-    IDF1, plus pose MOTA and pose mAP on the synthetic clips; detector size auto) is 54.7 with these defaults."""
+    IDF1, plus pose MOTA and pose mAP on the synthetic clips; detector size auto) is 59.8 with these defaults."""
 
     # Minimum OKS between a detector pose and a track's flow-warped pose to continue the track. Low, because the
     # joints of small (30-px-wide) people jitter by several pixels; greedy matching takes the best pairs first.
-    # Suite score 0.15: 54.0, 0.3: 53.5.
+    # Suite score 0.15: 59.2, 0.3: 58.6.
     match_oks_threshold: float = ranged(0.05, **UNIT)
     # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. Detector poses go
     # first, so a propagated pose never displaces a detected one.
     pose_nms_oks_threshold: float = ranged(0.6, **UNIT)
-    # Detector poses below this box score never start a track (they may still continue one). 0.4: 54.0.
+    # Detector poses below this box score never start a track (they may still continue one). 0.4: 59.3.
     new_track_min_score: float = ranged(0.3, **UNIT)
     # A new track is reported once the mean box score of its detections reaches this: at once for a strong first
     # detection; weak ones wait for stronger detections in the next frames, so a single weak detection (or a run of
-    # them on one spot) is never reported. 0.4: 51.3 and 0.7: 51.4; 0.6: 55.1, but the real clips lose (PETS09
-    # 26.6 -> 23.3, MOT17 31.3 -> 30.1) what the synthetic ones gain, and leaving a real group out picks 0.6 with a
-    # regret of 3.3 and 1.2 there.
+    # them on one spot) is never reported. 0.4: 56.5 and 0.7: 58.1; 0.6: 60.4, but the real clips lose (PETS09
+    # 51.4 -> 49.7, MOT17 31.3 -> 30.1) what the synthetic ones gain, and leaving a real group out picks 0.6 with a
+    # regret of 5.6 and 2.9 there.
     confirm_score: float = ranged(0.5, **UNIT)
     # Seconds a reported track may be carried by flow alone after its last detection (propagated box and pose,
-    # only while its joints flow reliably). 0 = never report a pose the detector did not back. Suite score 0: 55.3,
-    # 0.25: 54.7, 0.5: 54.7, 1.0: 54.6; 0.25 rather than the slightly better 0 so that a detection schedule that
-    # skips frames (detector.detect_every=2 at 8 fps and more) still has poses between detections.
+    # only while its joints flow reliably). 0 = never report a pose the detector did not back. Suite score 0: 60.3,
+    # 0.5: 59.9, 1.0: 60.0 (PETS09 51.4 -> 54.0, the 30-fps clip unchanged): flat; 0.25 rather than 0 so that a
+    # detection schedule that skips frames (detector.detect_every=2 at 8 fps and more) still has poses between
+    # detections.
     max_propagation_s: float = ranged(0.25, 0.0, 3600.0)
-    # Seconds a lost track is kept (moved by its Kalman filter, not reported) so its id can come back. 1: 54.7,
-    # 4: 54.8 (PETS09 26.6 -> 26.8, the 30-fps clip 58.7 -> 58.7).
+    # Seconds a lost track is kept (moved by its Kalman filter, not reported) so its id can come back. 1: 59.6,
+    # 4: 59.9 (PETS09 51.4 -> 51.7).
     max_lost_s: float = ranged(2.0, 0.0, 3600.0)
     # The box of a detector-backed match is this much the track's flow-propagated box and the rest the detector's
-    # box (0 = the detector's box): less box jitter, no lag. 0: 54.4.
+    # box (0 = the detector's box): less box jitter, no lag. 0: 59.5.
     box_flow_weight: float = ranged(0.3, 0.0, 1.0, hi_open=True)
     # Keypoint smoothing of the reported poses (tracking/smoothing.py): "none", "one_euro" or "kalman".
     smoothing: str = "none"
@@ -250,7 +251,7 @@ class TrackerConfig(_Validated):
     iou: IouTrackerConfig = field(default_factory=IouTrackerConfig)
     flow: FlowTrackConfig = field(default_factory=FlowTrackConfig)
     # Box merge before the pose stage (tracking/merge.py): a propagated box whose IoU with a detector box (or a
-    # better propagated box) is above this is a duplicate and dropped; detector boxes are always kept. 0.5: 54.7
+    # better propagated box) is above this is a duplicate and dropped; detector boxes are always kept. 0.5: 59.8
     # (no change).
     box_merge_iou_threshold: float = ranged(0.7, **UNIT)
 
