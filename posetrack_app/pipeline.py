@@ -203,12 +203,14 @@ class TrackingRun:
         self.summary = RunSummary()
         self._reader = self._writer = self._results = None
         self._closed = False
+        self._in_with_block = False
         self._track_ids: set = set()
         self._latencies_s: list = []
         self._start_s = 0.0
 
     def __enter__(self) -> "TrackingRun":
         self._open()
+        self._in_with_block = True
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
@@ -267,8 +269,12 @@ class TrackingRun:
         except KeyboardInterrupt:
             self.close(keep=True, interrupted=True)
             raise
-        except GeneratorExit:  # the caller stopped iterating (a break): what was written is complete
-            self.close(keep=True)
+        except GeneratorExit:
+            # The caller stopped iterating: a break, or an error in its loop (Python closes the generator while
+            # that error propagates). Inside a with block, __exit__ tells the two apart and settles the outputs;
+            # without one, a break is the likely cause, and what was written is complete.
+            if not self._in_with_block:
+                self.close(keep=True)
             raise
         except BaseException:
             self.close(keep=False)

@@ -262,7 +262,10 @@ class _CaptureSource(FrameSource):
             yield Frame(index, np.ascontiguousarray(image), self._presentation_time_s(index))
             index += 1
             read += 1
-        if self.frame_count is not None and index < self.frame_count - FRAME_COUNT_SLACK:
+        # A variable-rate file has fewer frames than its declared count (duration x average rate): where its
+        # presentation times reach the end, it is complete.
+        reached = max(index, int(round(self._last_time[1] * self.fps)) + 1) if read else index
+        if self.frame_count is not None and reached < self.frame_count - FRAME_COUNT_SLACK:
             self.truncated = True
             self._damage.report(f"{self.name} ended after {index} of its {self.frame_count} declared frames: the "
                                 "file looks truncated or corrupt", frames=self.frame_count - index,
