@@ -209,6 +209,20 @@ def test_outputs_written_while_iterating_are_kept_on_break_and_discarded_on_erro
     assert list(failed.iterdir()) == []
 
 
+def test_without_a_with_block_a_break_keeps_the_outputs_and_close_stops_a_run(tmp_path):
+    tracker = make_tracker()
+    for frame, _ in tracker.run(clip(30, LANES), out_json=tmp_path / "a.jsonl"):
+        if frame.index == 2:
+            break
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 3
+    run = tracker.run(clip(30, LANES), out_json=tmp_path / "b.jsonl")
+    frames = iter(run)
+    next(frames), next(frames)
+    run.close()
+    assert run.summary.frames == 2 and len((tmp_path / "b.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl"]
+
+
 def test_process_runs_a_source_to_the_end_with_a_callback(tmp_path):
     tracker = make_tracker()
     seen = []

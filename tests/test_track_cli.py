@@ -166,3 +166,87 @@ def test_info_runs(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "onnxruntime" in out and "detector" in out and "pose" in out
+
+
+# -- several inputs: one model load, one output set each --
+
+def _scripted_build(monkeypatch):
+    """build.build_pipeline replaced by the scripted pipeline (exact rectangles, no network); returns the call log."""
+    import posetrack_app.build as build
+    from scripted_people import scripted_pipeline
+
+    calls = []
+
+    def counting(cfg, *args, **kwargs):
+        calls.append(cfg)
+        return scripted_pipeline(cfg)
+
+    monkeypatch.setattr(build, "build_pipeline", counting)
+    return calls
+
+
+def _two_videos(folder, frames=(6, 4)):
+    from scripted_people import LANES_FOR_TIME, Walker, clip, write_video
+
+    folder.mkdir()
+    write_video(folder / "a.avi", clip(frames[0], LANES_FOR_TIME), 25.0)
+    write_video(folder / "b.avi", clip(frames[1], [Walker(0, 99, 200, 60)]), 25.0)
+    return folder / "a.avi", folder / "b.avi"
+
+
+@pytest.mark.parametrize("as_folder", [True, False])
+def test_several_inputs_load_the_models_once_and_write_one_output_set_each(tmp_path, capsys, monkeypatch, as_folder):
+    import pandas
+
+    calls = _scripted_build(monkeypatch)
+    a, b = _two_videos(tmp_path / "clips")
+    out = tmp_path / "out"
+    out.mkdir()
+    inputs = [str(tmp_path / "clips")] if as_folder else [str(a), str(b)]
+    code, err = _run(capsys, ["track", *inputs, "--out-csv", str(out / "{stem}.csv"), "--out-json",
+                              str(out / "{stem}_poses.jsonl"), *NO_PROGRESS])
+    assert code == 0, err
+    assert len(calls) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "a_poses.jsonl", "b.csv", "b_poses.jsonl"]
+    first, second = pandas.read_csv(out / "a.csv"), pandas.read_csv(out / "b.csv")
+    assert set(first["track_id"]) == {1, 2} and first["frame"].max() == 5
+    assert set(second["track_id"]) == {1} and second["frame"].max() == 3  # ids restart with each video
+    assert len((out / "b_poses.jsonl").read_text().splitlines()) == 4
+    assert f"{a}: 6 frames, 2 tracks" in err and f"{b}: 4 frames, 1 tracks" in err
+
+
+@pytest.mark.parametrize("make_outputs, fragments", [
+    (lambda out: ["--out-csv", str(out / "all.csv")], ["--out-csv", "each of the 2 inputs", "put {stem} in the name"]),
+    (lambda out: ["--out-csv", str(out / "{name}.csv")], ["unknown placeholder {name}", "the only one is {stem}"]),
+    (lambda out: ["--out-json", str(out / "{stem}.jsonl"), "--out-csv", str(out / "{stem}.jsonl")],
+     ["same file"]),
+])
+def test_ambiguous_outputs_for_several_inputs_stop_before_the_run(tmp_path, capsys, monkeypatch, make_outputs,
+                                                                  fragments):
+    calls = _scripted_build(monkeypatch)
+    a, b = _two_videos(tmp_path / "clips")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = _run(capsys, ["track", str(a), str(b), *make_outputs(out), *NO_PROGRESS])
+    _assert_user_error(code, err, *fragments)
+    assert calls == [] and list(out.iterdir()) == []
+
+
+def test_two_inputs_with_one_stem_are_refused(tmp_path, capsys, monkeypatch):
+    calls = _scripted_build(monkeypatch)
+    a, _ = _two_videos(tmp_path / "x")
+    (tmp_path / "y").mkdir()
+    other = tmp_path / "y" / "a.avi"
+    other.write_bytes(a.read_bytes())
+    code, err = _run(capsys, ["track", str(a), str(other), "--out-csv", str(tmp_path / "{stem}.csv"), *NO_PROGRESS])
+    _assert_user_error(code, err, f"--out-csv of {a}", f"--out-csv of {other}", "same file")
+    assert calls == []
+
+
+def test_a_missing_input_among_several_stops_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    calls = _scripted_build(monkeypatch)
+    a, _ = _two_videos(tmp_path / "clips")
+    code, err = _run(capsys, ["track", str(a), str(tmp_path / "nope.mp4"), "--out-csv", str(tmp_path / "{stem}.csv"),
+                              *NO_PROGRESS])
+    _assert_user_error(code, err, "nope.mp4 not found")
+    assert calls == []
