@@ -12,7 +12,10 @@ NAME.json (the samples and the fitted growth per frame) and NAME.png (RSS agains
 each unpacked with `git archive COMMIT | tar -x -C DIR`), one variant after the other, so the curves can be compared;
 unpacked commits also keep a long run safe from edits to the working tree.
 Growth is the least-squares slope of RSS against frames over the samples after the first --settle-fraction of the
-frames (model loading, first allocations and the allocator's arenas settle first).
+frames and before the last frame (the exit frees memory): model loading and first allocations settle first, and the
+StageTimer's reservoirs (RESERVOIR_SAMPLES = 8192 durations per stage, grown by doubling) grow for the last time at
+call 4097, so the default fraction 0.5 of 10,000 frames starts the fit after that. `--from-json NAME.json` redoes the
+fit and the plot from recorded samples.
 """
 from __future__ import annotations
 
@@ -143,9 +146,10 @@ def soak(label: str, checkout: Path, video: Path, frames: int, overrides: List[s
 
 
 def fit_growth(samples: List[dict], settle_fraction: float) -> Dict[str, object]:
-    """Least-squares RSS growth per frame after the settling part, plus first / last / peak RSS there."""
+    """Least-squares RSS growth per frame after the settling part and before the exit, plus the RSS at the first
+    and last of those samples and the peak of the run."""
     last_frame = max((s["frames"] for s in samples), default=0)
-    settled = [s for s in samples if s["frames"] >= settle_fraction * last_frame]
+    settled = [s for s in samples if settle_fraction * last_frame <= s["frames"] < last_frame]
     if len(settled) < 3:
         return {"growth_bytes_per_frame": None, "note": "too few samples after settling"}
     frames = np.array([s["frames"] for s in settled], dtype=np.float64)
@@ -168,14 +172,22 @@ def plot(record: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=110)
+    running_mib = []
     for variant in record["variants"]:
-        frames = [s["frames"] for s in variant["samples"]]
-        rss_mib = [s["rss_kib"] / 1024.0 for s in variant["samples"]]
+        last_frame = max(s["frames"] for s in variant["samples"])
+        # Samples while the run works (not the start-up before the first frame, nor the exit after the last).
+        samples = [s for s in variant["samples"] if 0 < s["frames"] < last_frame]
+        frames = [s["frames"] for s in samples]
+        rss_mib = [s["rss_kib"] / 1024.0 for s in samples]
+        running_mib += rss_mib
         growth = variant["growth"].get("growth_bytes_per_frame")
-        label = variant["label"] + (f" ({growth:+.0f} B/frame)" if growth is not None else "")
+        fit_from = variant["growth"].get("settled_from_frame")
+        label = variant["label"] + (f" ({growth:+.1f} B/frame from frame {fit_from})" if growth is not None else "")
         ax.plot(frames, rss_mib, label=label, linewidth=1.2)
+    if running_mib:
+        ax.set_ylim(min(running_mib) - 2.0, max(running_mib) + 2.0)
     ax.set_xlabel("frames processed")
-    ax.set_ylabel("resident memory (MiB)")
+    ax.set_ylabel("resident memory (MiB), from the first frame to the last")
     ax.set_title(f"posetrack track, RSS over {record['frames']} frames of looped {Path(record['video']).name}",
                  fontsize=9)
     ax.grid(alpha=0.3)
@@ -187,6 +199,21 @@ def plot(record: dict, png: Path) -> None:
     os.replace(tmp, png)
 
 
+def refit(path: Path, settle_fraction: float) -> int:
+    """The growth fit and the plot again, from the samples a run recorded."""
+    import json
+
+    record = json.loads(path.read_text())
+    record["settle_fraction"] = settle_fraction
+    for variant in record["variants"]:
+        variant["growth"] = fit_growth(variant["samples"], settle_fraction)
+        print(f"{variant['label']}: {variant['growth']}")
+    write_json_atomic(path, record, indent=1)
+    plot(record, path.with_suffix(".png"))
+    print(f"rewrote {path} and {path.with_suffix('.png')}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000, help="frames processed (10000)")
@@ -196,10 +223,14 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                         help="run the code of the checkout in DIR (repeatable); default: this checkout, as 'current'")
     parser.add_argument("--interval-s", type=float, default=1.0, help="RSS sampling interval (1 s)")
-    parser.add_argument("--settle-fraction", type=float, default=0.2,
-                        help="share of the frames left out of the growth fit (0.2)")
+    parser.add_argument("--settle-fraction", type=float, default=0.5,
+                        help="share of the frames left out of the growth fit (0.5)")
+    parser.add_argument("--from-json", type=Path, metavar="NAME.json",
+                        help="redo the growth fit and the plot of a recorded run (no new run)")
     parser.add_argument("--out", default=str(HERE / "results" / "memory_soak_cpu"), help="prefix for .json / .png")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return refit(args.from_json, args.settle_fraction)
     if args.frames < 100:
         parser.error("--frames must be >= 100")
     overrides = args.overrides if args.overrides is not None else ["detector.input_size=320"]
