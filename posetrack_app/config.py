@@ -131,8 +131,10 @@ class DetectorConfig(_Validated):
     engine: str = ""
     # onnxruntime / openvino threads for the detector (0 = one per core). Set it when several workers share cores.
     intra_op_threads: int = ranged(0, 0, 1024)
-    # onnxruntime worker threads busy-wait between operators (lower latency while the cores are otherwise idle).
-    ort_spinning: bool = True
+    # onnxruntime worker threads busy-wait between operators. Off by default: on the 2-core development machine,
+    # shared with other jobs and with the app's own reader and writer threads, spinning cost 1.4-1.7x more CPU per
+    # frame and up to 2.2x the wall time (benchmarks/RESULTS.md, detector levers); the detections are the same.
+    ort_spinning: bool = False
     # When the detector runs: "fixed" = every detect_every-th frame; "adaptive" = when the flow that carries the
     # tracks between detections gets unreliable (fewer than adaptive_min_reliable_fraction of the flowed joints
     # pass the forward-backward check), when nobody is tracked, or adaptive_max_interval_s after the last

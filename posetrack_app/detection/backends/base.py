@@ -57,7 +57,7 @@ class DetectorOptions:
     cache_dir: str = ""
     providers: Tuple[str, ...] = DEFAULT_PROVIDERS
     intra_op_threads: int = 0
-    ort_spinning: bool = True
+    ort_spinning: bool = False
     engine: str = ""
     int8_calibration: str = ""
     int8_calibration_frames: int = 64

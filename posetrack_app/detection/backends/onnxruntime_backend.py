@@ -28,7 +28,7 @@ class OnnxRuntimeNetwork:
     host_io = True
 
     def __init__(self, onnx_path, *, device: str = "cpu", providers: Sequence[str] = DEFAULT_PROVIDERS,
-                 intra_op_threads: int = 0, spinning: bool = True, precision: str = "fp32"):
+                 intra_op_threads: int = 0, spinning: bool = False, precision: str = "fp32"):
         chosen = select_providers(providers_for_device(device, providers), ort.get_available_providers())
         if device.startswith("cuda") and CUDA_PROVIDER not in chosen:
             raise UserError("detector.device is cuda but this onnxruntime has no CUDA provider: pip install "
