@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import UserError
-from ._common import add_config_arguments
+from ._common import add_config_arguments, config_from_args
 
 COMMAND = "track"
 HELP = "track people in videos, a webcam (0), folders of images or videos, or RTSP/HTTP streams"
@@ -149,13 +149,14 @@ def run(args) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
+    cfg = config_from_args(args)  # a config mistake is named first, before the inputs are looked at
     inputs = expand_inputs(args.sources)
     sets = output_sets(args, inputs)
     check_outputs(inputs, sets)
     if not (any(sets[0].values()) or args.show):
         log.warning("no output requested: add --out-video, --out-json, --out-csv, --out-mot, --out-posetrack or "
                     "--show")
-    tracker = PoseTracker.from_config(args.config, args.overrides)
+    tracker = PoseTracker.from_config(config=cfg)
     pose_network = not isinstance(tracker.pipeline.pose_stage, DetectorKeypointPoses)
     for number, (spec, outputs) in enumerate(zip(inputs, sets), start=1):
         if len(inputs) > 1:
