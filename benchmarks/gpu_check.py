@@ -9,7 +9,7 @@ Cases (full counts on a GPU; --quick: tiny counts, for the CPU and CI):
 
 | id | what | full | quick |
 |---|---|---|---|
-| persons6_720p | synthetic 6 persons 720p, detector network run, HRNet flip test on | 150 frames after 20 | 1 person, 1 after 1 |
+| persons6_720p | synthetic 6 persons 720p, detector network run, HRNet flip on | 150 frames after 20 | 1 person, 1 after 1 |
 | persons6_720p_pose_only | the same without the detector network, flip test off | | |
 | vtest_960_outputs | PETS09 vtest.avi, detector at 960, HRNet, video + JSON Lines written | | detector at 320 |
 | vtest_960_detector_keypoints | vtest.avi at 960, the detector's keypoints (no pose network) | | detector at 320 |

@@ -120,8 +120,9 @@ def soak(label: str, checkout: Path, video: Path, frames: int, overrides: List[s
         command += ["--set", override]
     env = dict(os.environ, PYTHONPATH=str(checkout) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # `python -m` / `-c` put the working folder first on sys.path: run in the checkout so that its code is imported.
-    probe = subprocess.run([sys.executable, "-c", "import posetrack_app, sys; sys.stdout.write(posetrack_app.__file__)"],
-                           env=env, cwd=checkout, capture_output=True, text=True, check=True).stdout
+    probe_code = "import posetrack_app, sys; sys.stdout.write(posetrack_app.__file__)"
+    probe = subprocess.run([sys.executable, "-c", probe_code], env=env, cwd=checkout, capture_output=True, text=True,
+                           check=True).stdout
     if not Path(probe).resolve().is_relative_to(checkout.resolve()):
         raise SystemExit(f"variant {label}: python imports posetrack_app from {probe}, not from {checkout}")
     samples = []

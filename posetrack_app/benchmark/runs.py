@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..io.sources import FrameSource
-from ..structures import Frame, Tracks
+from ..structures import Tracks
 from ..timing import SmoothedFps, StageStats, StageTimer
 from .timed import TimedSource, wrap_sinks
 
