@@ -323,7 +323,7 @@ class _CaptureSource(FrameSource):
             if remaining_s <= 0:
                 break
             wait_s = min(delay_s, remaining_s)
-            log.warning("%s: reconnect attempt %d failed; next in %.1f s (giving up %.0f s from now)",
+            log.warning("%s: reconnect attempt %d failed; next in %.1f s (giving up %.1f s from now)",
                         self.name, attempt, wait_s, remaining_s)
             if self._cancelled.wait(wait_s):
                 return False
