@@ -187,11 +187,13 @@ def run_cases(args) -> int:
 
 def measure_peer(args) -> int:
     """Ultralytics' own tracker (the same YOLO11n-pose checkpoint, ByteTrack, fp16 on a GPU) on vtest.avi at the
-    cases' detector size, end to end as its `track` stream delivers results (decode, network, NMS, tracking)."""
+    cases' detector size, end to end as its `track` stream delivers results (decode, network, NMS, tracking), saving
+    an annotated video and per-frame labels as vtest_960_outputs writes video + JSON Lines. As
+    benchmarks/peer_fps.py's peer, plus the device, fp16 and the cases' warm-up and frame count."""
     counts = counts_for(args.device, args.quick)
     vtest = find_vtest()
     record = {"title": f"ultralytics YOLO11n-pose + ByteTrack{', fp16' if args.device.startswith('cuda') else ''}, "
-                       f"vtest.avi at {counts.vtest_input_size}", "peer_fps": None}
+                       f"vtest.avi at {counts.vtest_input_size}, video + labels saved", "peer_fps": None}
     if vtest is None:
         record["note"] = "vtest.avi not found"
         write_json_atomic(args.work / "peer.json", record, indent=2)
@@ -208,7 +210,8 @@ def measure_peer(args) -> int:
     # `quantize` replaced `half` in ultralytics 8.4 (fp16 on a GPU; ultralytics computes in fp32 on a CPU).
     stream = model.track(source=str(vtest), imgsz=counts.vtest_input_size, device=device,
                          quantize="fp16" if args.device.startswith("cuda") else None, tracker="bytetrack.yaml",
-                         stream=True, verbose=False)
+                         stream=True, verbose=False, save=True, save_txt=True, project=str(args.work / "peer"),
+                         name="run", exist_ok=True)
     done_s = [time.perf_counter()]
     for _ in stream:
         done_s.append(time.perf_counter())
