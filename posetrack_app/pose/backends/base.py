@@ -15,12 +15,12 @@ config.py can take its defaults from here.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Dict, Optional, Protocol, Tuple, runtime_checkable
 
 from ...errors import ConfigError
 from ...onnx_providers import DEFAULT_PROVIDERS
+from ...registry import load_target
 
 # ImageNet statistics (RGB, 0..1 scale) the HRNet checkpoints were trained with.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -134,16 +134,8 @@ BACKENDS: Dict[str, str] = {
 }
 
 
-def _resolve(target: str):
-    module_name, _, attribute_path = target.partition(":")
-    obj = importlib.import_module(module_name)
-    for part in attribute_path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def create_backend(name: str, options: BackendOptions) -> PoseBackend:
     """The backend registered under `name`, built from `options`."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown pose.backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}")
-    return _resolve(BACKENDS[name])(options)
+    return load_target(BACKENDS[name])(options)
