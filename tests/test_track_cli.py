@@ -41,6 +41,8 @@ def test_track_writes_video_json_and_mot(tmp_path, capsys, vtest):
     assert "8 frames" in err and "FPS end to end" in err
     # No pose network runs (no weights): the summary says so instead of a meaningless "pose 45907 FPS".
     assert "pose: detector keypoints" in err and "stage FPS" not in err
+    # ... and which detector ran, where, at which input size (auto: PETS09's 768x576 runs at 960).
+    assert "detector: onnxruntime fp32 on cpu (CPUExecutionProvider), input 960" in err
     records = [json.loads(line) for line in out_json.read_text().splitlines()]
     assert [r["frame"] for r in records] == list(range(8))
     persons = [p for r in records for p in r["persons"]]

@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
 
 
-def _summary_line(summary, pose_network: bool, damaged_frames: int) -> str:
+def _summary_line(summary, pose_network: bool, damaged_frames: int, detector: Optional[str] = None) -> str:
     # Per-stage FPS is not shown: for a stage of 0.02 ms (the detector-keypoint pose stage) it reads "45907 FPS",
     # which says nothing; the mean milliseconds do.
     stages = ", ".join(f"{name} {ms:.1f} ms" if name != "pose" or pose_network else "pose: detector keypoints"
@@ -60,6 +60,8 @@ def _summary_line(summary, pose_network: bool, damaged_frames: int) -> str:
         line += f", {summary.reconnects} reconnect{'s' if summary.reconnects != 1 else ''}"
     if damaged_frames:
         line += f", {damaged_frames} damaged frame{'s' if damaged_frames != 1 else ''} skipped"
+    if detector:
+        line += f"; detector: {detector}"
     return line
 
 
@@ -163,7 +165,9 @@ def run(args) -> int:
             log.info("input %d of %d: %s", number, len(inputs), spec)
         source = tracker.open(spec)
         summary = _track_one(tracker, source, outputs, args)
-        line = _summary_line(summary, pose_network, source.damaged_frames)
+        # What ran (backend, precision, device, input size): known once the first frame has built the detector.
+        detector = getattr(tracker.pipeline.detector, "description", None)
+        line = _summary_line(summary, pose_network, source.damaged_frames, detector)
         if len(inputs) > 1:
             line = f"{spec}: {line}"
         if summary.interrupted:
