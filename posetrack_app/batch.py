@@ -36,14 +36,13 @@ from .errors import DamagedFrameError, UserError
 from .interrupts import deferred
 from .io.atomic import check_distinct_outputs, remove_stale_parts, write_json_atomic
 from .io.posetrack_json import read_sequence, sequence_to_json
-from .io.sources import IMAGE_SUFFIXES, DamagedFrames, check_damaged_frame_policy, list_images, read_image
+from .io.sources import (DEFAULT_FOLDER_FPS, IMAGE_SUFFIXES, DamagedFrames, check_damaged_frame_policy, list_images,
+                         read_image)
 from .posetrack_layout import prediction_template, tracks_to_persons, with_persons
 from .structures import Frame
 
 log = logging.getLogger(__name__)
 
-# PoseTrack videos are mostly 25-30 fps; only the tracker's timestamps use it.
-ASSUMED_FPS = 25.0
 # How often a worker checks that the driver process still exists.
 PARENT_CHECK_INTERVAL_S = 0.5
 
@@ -135,12 +134,15 @@ def check_output_folder(out_dir: Path, jobs: SequenceType[SequenceJob]) -> None:
 
 
 def predict_sequence(job: SequenceJob, pipeline, output_cfg: PoseTrackOutputConfig,
-                     on_frame: Optional[Callable[[], None]] = None, damaged_frames: str = "skip") -> dict:
+                     on_frame: Optional[Callable[[], None]] = None, damaged_frames: str = "skip",
+                     fps: float = 0.0) -> dict:
     """Run `pipeline` over every image of the sequence; return the prediction file's JSON (GT's format).
 
     GT frames pair with images by file name; a GT frame whose image is missing is an error. A damaged image is
-    skipped or fails the sequence, as `damaged_frames` says ("skip" / "stop").
+    skipped or fails the sequence, as `damaged_frames` says ("skip" / "stop"). fps: the sequence's frame rate for
+    the frames' timestamps (source.fps; 0 = the image-folder default), which the tracker's time limits use.
     """
+    frame_interval_s = 1.0 / (fps or DEFAULT_FOLDER_FPS)
     damage = DamagedFrames(damaged_frames)
     gt = read_sequence(job.annotation_path)
     images = job.image_paths()
@@ -162,7 +164,7 @@ def predict_sequence(job: SequenceJob, pipeline, output_cfg: PoseTrackOutputConf
         except DamagedFrameError as exc:
             damage.report(f"sequence {job.name}, frame {index}: {exc}")
             continue
-        tracks = pipeline.step(Frame(index, image, index / ASSUMED_FPS))
+        tracks = pipeline.step(Frame(index, image, index * frame_interval_s))
         targets = gt_frames_of.get(path.name)
         if targets:
             frame_persons = tracks_to_persons(tracks, pipeline.skeleton, output_cfg.keypoint_score_threshold,
@@ -243,7 +245,8 @@ def _run_job(job: SequenceJob, cfg: AppConfig, factory: PipelineFactory):
         if progress is not None:
             progress.put(1)
 
-    data = predict_sequence(job, _cached_pipeline(factory, cfg), cfg.posetrack, on_frame, cfg.source.damaged_frames)
+    data = predict_sequence(job, _cached_pipeline(factory, cfg), cfg.posetrack, on_frame, cfg.source.damaged_frames,
+                            cfg.source.fps)
     return data, frames[0], time.perf_counter() - start
 
 
@@ -347,7 +350,8 @@ def run_batch(jobs: SequenceType[SequenceJob], out_dir, cfg: AppConfig, *, worke
                     bars.frames()
                 try:
                     pipeline = _cached_pipeline(pipeline_factory, cfg)
-                    data = predict_sequence(job, pipeline, cfg.posetrack, on_frame, cfg.source.damaged_frames)
+                    data = predict_sequence(job, pipeline, cfg.posetrack, on_frame, cfg.source.damaged_frames,
+                                            cfg.source.fps)
                 except Exception as exc:  # noqa: BLE001 -- one failing sequence must not stop the batch
                     fail(job, exc)
                     continue

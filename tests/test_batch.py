@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from posetrack_app import batch as batch_module
-from posetrack_app.batch import discover_sequences, run_batch
+from posetrack_app.batch import discover_sequences, predict_sequence, run_batch
 from posetrack_app.config import AppConfig, load_config
 from posetrack_app.errors import UserError
 from posetrack_app.evaluation.posetrack import evaluate_folders
@@ -289,3 +289,20 @@ def test_real_pipeline_batch_is_killed_resumed_and_scores(shared_data, tmp_path)
     assert scores["num_sequences"] == 3 and scores["num_frames"] == 3
     assert scores["ap"]["groups"]["Total"] >= 25.0, scores["ap"]["groups"]
     assert scores["ap"]["groups"]["Shou"] >= 40.0, scores["ap"]["groups"]
+
+
+@pytest.mark.parametrize("fps, expected_times_s", [(0.0, [0.0, 1 / 30, 2 / 30]), (10.0, [0.0, 0.1, 0.2]),
+                                                   (25.0, [0.0, 0.04, 0.08])])
+def test_sequence_frames_are_timed_by_source_fps(tmp_path, fps, expected_times_s):
+    """The tracker's time limits are in seconds: PoseTrack frames get index / source.fps (0 = the folder default)."""
+    make_dataset(tmp_path / "ds", {"seq_a": grey(20)})
+    times = []
+
+    class TimedPipeline(FakePipeline):
+        def step(self, frame):
+            times.append(frame.timestamp_s)
+            return super().step(frame)
+
+    job = discover_sequences(tmp_path / "ds", "val")[0]
+    predict_sequence(job, TimedPipeline(), AppConfig().posetrack, fps=fps)
+    assert times == pytest.approx(expected_times_s, abs=1e-12)
