@@ -139,3 +139,20 @@ def test_ci_uses_a_brand_new_environment():
     ci = (REPO / ".ci" / "run").read_text()
     assert "mktemp -d" in ci and "python3 -m venv" in ci and "--system-site-packages" not in ci.replace(
         "no system site packages", "")
+
+
+@pytest.mark.parametrize("provider, expected", [
+    ("opencv-python-headless", "4.9.0 (opencv-python-headless)"),  # another build of the same package: installed
+    ("onnxruntime", "missing"),  # a package of its own in the table (onnxruntime-gpu's module comes from the CPU build)
+])
+def test_a_module_from_another_distribution(monkeypatch, provider, expected):
+    def version(name):
+        if name == provider:
+            return "4.9.0"
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(info.importlib.metadata, "version", version)
+    monkeypatch.setattr(info.importlib.metadata, "packages_distributions", lambda: {"shared_module": [provider]})
+    monkeypatch.setattr(info.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setitem(info.DEPENDENCIES, "wanted-package", ("shared_module", "something"))
+    assert info.dependency_status("wanted-package") == expected

@@ -64,8 +64,9 @@ def declared_requirements() -> List[Tuple[str, str]]:
 
 
 def dependency_status(package: str) -> str:
-    """Installed version, or 'missing' (a module importable under another distribution, e.g. opencv-python-headless
-    for opencv-python, counts as installed)."""
+    """Installed version, or 'missing'. A module importable under another distribution counts as installed when that
+    distribution is an alternative build (opencv-python-headless for opencv-python), not when it is a package of its
+    own in this table (the CPU `onnxruntime` does not make `onnxruntime-gpu` installed)."""
     module = DEPENDENCIES.get(package, (package.replace("-", "_"), ""))[0]
     try:
         return importlib.metadata.version(package)
@@ -73,10 +74,11 @@ def dependency_status(package: str) -> str:
         pass
     if importlib.util.find_spec(module) is None:
         return "missing"
-    providers = importlib.metadata.packages_distributions().get(module, [])
+    providers = [d for d in importlib.metadata.packages_distributions().get(module, [])
+                 if _normalise(d) not in DEPENDENCIES]
     for dist in providers:
         return f"{importlib.metadata.version(dist)} ({dist})"
-    return "installed"
+    return "missing" if importlib.metadata.packages_distributions().get(module) else "installed"
 
 
 def dependency_rows() -> List[Tuple[str, str]]:
