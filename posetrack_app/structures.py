@@ -113,7 +113,9 @@ class Detections:
 class Poses:
     """Estimated poses of one frame.
 
-    keypoints: float32 [N, K, 2] image pixels; keypoint_scores: float32 [N, K] in [0, 1];
+    keypoints: float32 [N, K, 2] image pixels; keypoint_scores: float32 [N, K]: the detector's keypoint
+    confidences in [0, 1], or HRNet's raw heatmap maxima (paper mode: about 0..1, but may lie outside; see
+    ops/heatmap.py and pose.clip_scores);
     boxes_xyxy: float32 [N, 4] the box each pose was estimated in; box_scores: float32 [N];
     proposed_by: int64 [N] the provenance of that box (see Detections; omitted = all from the detector).
     A pose stage passes its input's `proposed_by` through, so the tracker knows which poses exist only because a
