@@ -100,7 +100,7 @@ def pets_dataset(root: Path, sequences: int, frames: int, overrides) -> None:
     import cv2
 
     from posetrack_app.config import load_config
-    from posetrack_app.io.posetrack_json import tracks_to_persons
+    from posetrack_app.posetrack_layout import tracks_to_persons
     from posetrack_app.build import build_pipeline
     from posetrack_app.structures import Frame
 
