@@ -15,6 +15,16 @@ Truth per frame and person: box (the mapped detector box, clipped to the frame) 
 not covered by people in front or the pillar is its visibility. A person at least 30% visible is a target (box
 ground truth conf 1, and a PoseTrack person with the joints that are visible); a person less visible but on screen
 is a region neither scored as a hit nor as a miss (box conf 0; a PoseTrack ignore region).
+
+A sprite is the rectangle of its person's MOT17 box, so it also holds parts of the people beside and behind them in
+the source frame (five of the eight do: up to 62% of another person's box inside the crop). The detector finds
+those people, correctly, and they move with the sprite; the truth cannot say who they are, so each of them (a
+MOT17 ground-truth person of any person class with at least a quarter of their box inside the crop, or a box our
+detector finds in the crop pasted alone on the background) is a region neither scored as a hit nor as a miss in the
+box truth (conf 0), like the hidden people. Not in the pose truth: a
+PoseTrack ignore region removes every joint inside it, and a bystander's box lies mostly inside the sprite's own
+person, whose joints it would remove (measured on syn7: the IoU tracker's right-elbow AP 95 -> 58); so a
+bystander's pose still counts as a false positive there, for every tracker alike.
 """
 from __future__ import annotations
 
@@ -39,7 +49,16 @@ log = logging.getLogger("synthetic_clips")
 SPRITES = [("MOT17-09-FRCNN", 1), ("MOT17-09-FRCNN", 19), ("MOT17-02-FRCNN", 2), ("MOT17-02-FRCNN", 3),
            ("MOT17-02-FRCNN", 19), ("MOT17-11-FRCNN", 1), ("MOT17-11-FRCNN", 3), ("MOT17-11-FRCNN", 4)]
 MIN_VISIBLE_FRACTION = 0.3   # below this a person is an ignore region, not a target
+# MOT17 classes of people (pedestrian, person on vehicle, static person, distractor, reflection): any of them inside a
+# sprite's crop is a person the detector may find there.
+MOT17_PERSON_CLASSES = (1, 2, 7, 8, 12)
+# Another person becomes a not-scored box (conf 0) of the sprite when at least this fraction of their box is inside
+# the crop, and only while it overlaps the sprite's own person less than this IoU (so it never swallows that
+# person's box).
+BYSTANDER_MIN_INSIDE_FRACTION = 0.25
+BYSTANDER_MAX_IOU_WITH_PERSON = 0.3
 JOINT_TRUTH_MIN_SCORE = 0.5  # source joints the detector scored lower are not part of the truth
+BYSTANDER_ID_BASE = 1000     # ground-truth ids of a sprite's bystanders: 1000 x (person id) + k
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,8 @@ SYNTHETIC_CLIPS: Dict[str, ClipSpec] = {
     "syn30": ClipSpec(fps=30.0, duration_s=8.0, size_wh=(960, 540), people=7, seed=30),
 }
 GENERATOR_VERSION = 1
+# Ground truth only (the frames, and so the cached detections, are unchanged): 2 = bystanders inside sprites ignored.
+TRUTH_VERSION = 2
 
 
 @dataclass
@@ -65,6 +86,7 @@ class Sprite:
     image: np.ndarray        # BGR crop [h, w, 3]
     box_xyxy: np.ndarray     # detector box in crop pixels
     keypoints: np.ndarray    # [17, 3] crop pixels + score
+    bystanders_xyxy: np.ndarray  # [M, 4] other people's boxes in crop pixels, clipped to the crop
 
 
 def _sprites(cache_dir: Path) -> List[Sprite]:
@@ -89,16 +111,66 @@ def _sprites(cache_dir: Path) -> List[Sprite]:
             records.append({"seq": seq, "gt_xyxy": gt_xyxy.tolist(), "box_xyxy": dets.boxes_xyxy[best].tolist(),
                             "keypoints": dets.keypoints[best].tolist()})
         cache.write_text(json.dumps(records))
+    detected = _sprite_detections(records, cache_dir)
     sprites = []
-    for r in records:
+    for r, others in zip(records, detected):
         image = cv2.imread(str(root / r["seq"] / "img1" / "000001.jpg"), cv2.IMREAD_COLOR)
         x1, y1, x2, y2 = np.round(r["gt_xyxy"]).astype(int)
         offset = np.array([x1, y1], np.float32)
         keypoints = np.array(r["keypoints"], np.float32)
         keypoints[:, :2] -= offset
         box = np.array(r["box_xyxy"], np.float32) - np.tile(offset, 2)
-        sprites.append(Sprite(image[y1:y2, x1:x2].copy(), box, keypoints))
+        bystanders = _bystanders(root / r["seq"], np.array(r["gt_xyxy"], np.float32), box + np.tile(offset, 2), others)
+        sprites.append(Sprite(image[y1:y2, x1:x2].copy(), box, keypoints, bystanders - np.tile(offset, 2)))
     return sprites
+
+
+def _sprite_detections(records: List[dict], cache_dir: Path) -> List[np.ndarray]:
+    """Per sprite: [M, 4] boxes (source-frame pixels) of every person our detector finds in the sprite's crop pasted
+    on the background at a clip's scale (220 px tall in a 960x540 frame, input 960, score >= 0.1; cached as JSON).
+    This finds bystanders the MOT17 truth boxes cannot place: a person behind the sprite's own person, whose box
+    mostly lies inside that person's box while only a sliver of them shows."""
+    cache = cache_dir / "synthetic_sprite_detections.json"
+    if not cache.is_file():
+        from posetrack_app.build import build_detector
+
+        detector = build_detector(replace(AppConfig(), **{"detector.input_size": 960, "detector.score_threshold": 0.1}))
+        root = shared_data() / "mot17_mini"
+        background = _background((960, 540), cache_dir)
+        found = []
+        for r in records:
+            x1, y1, x2, y2 = np.round(r["gt_xyxy"]).astype(int)
+            crop = cv2.imread(str(root / r["seq"] / "img1" / "000001.jpg"), cv2.IMREAD_COLOR)[y1:y2, x1:x2]
+            scale = 220.0 / crop.shape[0]
+            small = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            ox, oy = (960 - small.shape[1]) // 2, (540 - small.shape[0]) // 2
+            image = background.copy()
+            image[oy:oy + small.shape[0], ox:ox + small.shape[1]] = small
+            boxes = detector(Frame(0, image)).boxes_xyxy
+            found.append(((boxes - np.array([ox, oy, ox, oy], np.float32)) / scale
+                          + np.array([x1, y1, x1, y1], np.float32)).tolist())
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(found))
+        tmp.replace(cache)
+    return [np.array(boxes, np.float32).reshape(-1, 4) for boxes in json.loads(cache.read_text())]
+
+
+def _bystanders(seq_root: Path, crop_xyxy: np.ndarray, person_xyxy: np.ndarray,
+                detected_xyxy: np.ndarray) -> np.ndarray:
+    """[M, 4] boxes (source-frame pixels, clipped to the crop) of the other people inside a sprite's crop: the MOT17
+    ground-truth people of frame 1 and our detector's boxes in the crop (the person's own box excluded by the IoU
+    limit)."""
+    table = np.loadtxt(seq_root / "gt" / "gt.txt", delimiter=",", ndmin=2)
+    rows = table[(table[:, 0] == 1) & np.isin(table[:, 7], MOT17_PERSON_CLASSES)]
+    boxes = np.stack([rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5]], 1).astype(np.float32)
+    boxes = np.concatenate([boxes, detected_xyxy])
+    x1, y1, x2, y2 = np.round(crop_xyxy)
+    clipped = np.clip(boxes, [x1, y1, x1, y1], [x2, y2, x2, y2])
+    inside = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
+    own = np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), 1.0)
+    keep = ((inside / own >= BYSTANDER_MIN_INSIDE_FRACTION)
+            & (box_iou(clipped, person_xyxy[None])[:, 0] < BYSTANDER_MAX_IOU_WITH_PERSON))
+    return clipped[keep].reshape(-1, 4)
 
 
 def _background(size_wh, cache_dir: Path) -> np.ndarray:
@@ -205,6 +277,15 @@ def render_clip(name: str, cache_dir: Path) -> Clip:
             persons.append(Person(track_id=index + 1, keypoints=np.where(present[:, None], kp18[0], 0.0),
                                   present=present, keypoint_scores=np.full(17, np.nan), head_box_xyxy=head_box,
                                   box_xyxy=clipped))
+        for _, index, sprite, scale, x0, y0 in placed:
+            for k, other in enumerate(sprite.bystanders_xyxy):
+                box = np.clip(other * scale + np.array([x0, y0, x0, y0], np.float32), [0, 0, 0, 0], [w, h, w, h])
+                bx1, by1, bx2, by2 = box
+                if bx2 - bx1 < 2 or by2 - by1 < 2:
+                    continue
+                ids.append(BYSTANDER_ID_BASE * (index + 1) + k)
+                boxes.append(box)
+                confs.append(0.0)
         if ids:
             gt[i + 1] = (np.array(ids, np.int64), xyxy_to_xywh(np.array(boxes, np.float32)),
                          np.array(confs, np.float32))

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from posetrack_app.build import build_pose_stage, build_tracker  # noqa: E402
+from posetrack_app.build import build_pose_stage, build_tracker, detector_score_threshold  # noqa: E402
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.structures import Frame  # noqa: E402
 from posetrack_app.tracking.merge import merge_detections  # noqa: E402
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     frames = clip.frames
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    detections = above(cached_detections(clip, args.size, cache)[0], cfg.detector.score_threshold)
+    detections = above(cached_detections(clip, args.size, cache)[0], detector_score_threshold(cfg))
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
     merge_iou = cfg.tracker.box_merge_iou_threshold

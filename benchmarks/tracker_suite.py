@@ -7,13 +7,16 @@ Clips (every one with ground-truth boxes and ids; the synthetic ones also with p
 
 Detections come from our YOLO11n-pose detector (posetrack_app.build.build_detector) at a score threshold of 0.1,
 cached per clip and input size as .npz under the cache folder, so tracker experiments replay them. Our pipeline
-then keeps the detections at or above its own `detector.score_threshold`; Ultralytics' ByteTrack and BoT-SORT get
-every cached detection (>= 0.1), which is what `YOLO(...).track` hands them by default (it sets conf=0.1 for
-trackers), with their packaged default settings. So all four trackers see the same detector at the same size.
+then keeps the detections at or above the score its detector would run at (build.detector_score_threshold:
+detector.score_threshold, or FlowTrack's lower tracker.flow.low_score_threshold); Ultralytics' ByteTrack and
+BoT-SORT get every cached detection (>= 0.1), which is what `YOLO(...).track` hands them by default (it sets
+conf=0.1 for trackers), with their packaged default settings. So all four trackers see the same detector at the
+same size.
 
 Scores: box CLEAR MOT / IDF1 at IoU >= 0.5 (evaluation/mot.py) for every clip; for the synthetic clips also the
 PoseTrack mAP and MOTA of the poses (evaluation/posetrack.py), with the peers' poses taken from the detection each
-of their tracks was matched to (the issue's method).
+of their tracks was matched to (the issue's method). Before pose scoring, a reported person matched one-to-one (box
+IoU >= 0.5) to a not-scored box of the box truth (conf 0) is left out, as the box metric leaves it out.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Callable, Dict, List, Optional
 import cv2
 import numpy as np
 
-from posetrack_app.build import build_detector, build_pose_stage, build_tracker
+from posetrack_app.build import build_detector, build_pose_stage, build_tracker, detector_score_threshold
 from posetrack_app.config import AppConfig, replace
 from posetrack_app.evaluation.mot import MotFrames, evaluate_mot, load_mot_file
 from posetrack_app.ops.boxes import xyxy_to_xywh
@@ -219,7 +222,11 @@ def run_ours(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOut
     cfg = replace(cfg, **{"pose.model": "detector"})
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
-    replay = ReplayDetector(above(detections, cfg.detector.score_threshold))
+    threshold = detector_score_threshold(cfg)
+    if threshold < CACHE_SCORE_THRESHOLD - 1e-9:
+        raise SystemExit(f"the detection cache holds scores >= {CACHE_SCORE_THRESHOLD}; the pipeline asks for "
+                         f"{threshold}: raise tracker.flow.low_score_threshold / detector.score_threshold")
+    replay = ReplayDetector(above(detections, threshold))
     pipe = Pipeline(replay, pose_stage, tracker, detect_every=cfg.detector.detect_every,
                     box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold)
     pipe.reset()
@@ -300,6 +307,27 @@ def score(clip: Clip, run: RunOutput, frames: Optional[Callable[[int], bool]] = 
     return out
 
 
+def _without_non_targets(tracks: Tracks, gt_frame) -> Tracks:
+    """The tracks minus those matched one-to-one (IoU >= 0.5) to a not-scored ground-truth box (conf 0: a hidden
+    person, a bystander inside a synthetic sprite), as the box metric does: the pose truth cannot mark a bystander
+    without removing the joints of the person in front of them (synthetic_clips.py)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from posetrack_app.ops.boxes import box_iou, xywh_to_xyxy
+
+    if gt_frame is None or len(tracks) == 0:
+        return tracks
+    _, boxes_xywh, conf = gt_frame
+    others = xywh_to_xyxy(boxes_xywh[conf < 1.0])
+    if len(others) == 0:
+        return tracks
+    iou = box_iou(others, tracks.poses.boxes_xyxy)
+    rows, cols = linear_sum_assignment(-np.where(iou >= 0.5, iou, 0.0))
+    drop = cols[iou[rows, cols] >= 0.5]
+    keep = np.setdiff1d(np.arange(len(tracks)), drop)
+    return Tracks(tracks.track_ids[keep], tracks.poses.select(keep), info=tracks.info)
+
+
 def pose_scores(clip: Clip, run: RunOutput) -> Dict[str, float]:
     from posetrack_app.config import PoseTrackOutputConfig
     from posetrack_app.evaluation.posetrack import evaluate_sequences
@@ -307,7 +335,8 @@ def pose_scores(clip: Clip, run: RunOutput) -> Dict[str, float]:
     from posetrack_app.skeleton import COCO17
 
     out_cfg = PoseTrackOutputConfig()
-    persons = [tracks_to_persons(t, COCO17, out_cfg.keypoint_score_threshold, out_cfg.head_rule) for t in run.tracks]
+    tracks = [_without_non_targets(t, clip.gt.get(i + 1)) for i, t in enumerate(run.tracks)]
+    persons = [tracks_to_persons(t, COCO17, out_cfg.keypoint_score_threshold, out_cfg.head_rule) for t in tracks]
     pred = with_persons(prediction_template(clip.pose_gt), persons)
     result = evaluate_sequences([(clip.pose_gt, pred)])
     return {"pose mAP": result.total_ap, "pose MOTA": result.total_mota,

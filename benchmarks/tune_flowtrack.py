@@ -39,11 +39,13 @@ from tracker_suite import cached_detections, load_clips, run_tracker, score  # n
 
 # Searched fields ("tracker.flow." implied unless the name has a section) and their grids.
 GRID = {
-    "confirm_score": [0.4, 0.5, 0.6, 0.7],
-    "max_propagation_s": [0.0, 0.25, 0.5, 1.0],
+    "confirm_score": [0.4, 0.5, 0.6],
+    "new_track_min_score": [0.3, 0.4],
+    # 0.25 = detector.score_threshold: no weak second round.
+    "low_score_threshold": [0.1, 0.15, 0.25],
+    "max_propagation_s": [0.0, 0.25, 0.5],
     "max_lost_s": [1.0, 2.0, 4.0],
     "match_oks_threshold": [0.05, 0.15, 0.3],
-    "new_track_min_score": [0.3, 0.4],
     "box_flow_weight": [0.0, 0.3],
     "tracker.box_merge_iou_threshold": [0.5, 0.7],
 }

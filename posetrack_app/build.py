@@ -46,7 +46,8 @@ def build_detector(cfg: AppConfig):
         return AutoInputSizeDetector(lambda size: build_detector(replace(cfg, **{"detector.input_size": size})))
     detector = YoloPoseDetector.build(
         d.model, backend=d.backend, device=d.device, precision=d.precision, input_size=d.input_size,
-        score_threshold=d.score_threshold, nms_iou_threshold=d.nms_iou_threshold, max_detections=d.max_detections,
+        score_threshold=detector_score_threshold(cfg), nms_iou_threshold=d.nms_iou_threshold,
+        max_detections=d.max_detections,
         cache_dir=d.cache_dir, providers=tuple(d.providers), intra_op_threads=d.intra_op_threads,
         ort_spinning=d.ort_spinning, engine=d.engine, int8_calibration=d.int8_calibration,
         int8_calibration_frames=d.int8_calibration_frames,
@@ -54,6 +55,14 @@ def build_detector(cfg: AppConfig):
     # "auto" choices are resolved by now: say what runs (the run summary can show detector.description too).
     log.info("detector: %s", detector.description)
     return detector
+
+
+def detector_score_threshold(cfg: AppConfig) -> float:
+    """The score the detector runs at: detector.score_threshold, or FlowTrack's lower tracker.flow.low_score_threshold
+    (weaker detections that only continue existing tracks; the tracker tells them apart by their score)."""
+    if cfg.tracker.kind == "flowtrack":
+        return min(cfg.detector.score_threshold, cfg.tracker.flow.low_score_threshold)
+    return cfg.detector.score_threshold
 
 
 def build_detection_schedule(cfg: AppConfig):
@@ -140,7 +149,7 @@ def build_tracker(cfg: AppConfig, skeleton):
             # The adaptive schedule may leave adaptive_max_interval_s between detections: carry the tracks that long.
             flow = replace(flow, max_propagation_s=cfg.detector.adaptive_max_interval_s)
         try:
-            return FlowTracker.from_config(flow, skeleton)
+            return FlowTracker.from_config(flow, skeleton, high_score_threshold=cfg.detector.score_threshold)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: flowtrack, iou")

@@ -244,6 +244,11 @@ class FlowTrackConfig(_Validated):
     box_flow_weight: float = ranged(0.3, 0.0, 1.0, hi_open=True)
     # Keypoint smoothing of the reported poses (tracking/smoothing.py): "none", "one_euro" or "kalman".
     smoothing: str = "none"
+    # Detections scored from this up to detector.score_threshold are weak evidence: the detector passes them to
+    # FlowTrack (build.py runs it at the lower of the two), and they only continue existing tracks, after the
+    # detections at or above detector.score_threshold have been matched; they never start a track and are never
+    # reported unmatched. At or above detector.score_threshold: no second round.
+    low_score_threshold: float = ranged(0.1, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

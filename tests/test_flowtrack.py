@@ -315,16 +315,18 @@ def test_propagated_pose_never_displaces_a_detector_pose_of_the_same_person():
 
 
 @pytest.mark.parametrize("scores, reported", [
-    ([0.36], [False]),                        # one weak detection (the bag on a paddle board): never reported
-    ([0.36, None, 0.36], [False, False, False]),  # weak, missed, weak: no two hits in a row, still not reported
-    ([0.36, 0.36, 0.36], [False, False, False]),  # a run of weak detections on one spot: mean 0.36, never
-    ([0.36, 0.7], [False, True]),             # a stronger one in the next frame lifts the mean to 0.53
-    ([0.8], [True]),                          # strong first evidence: reported at once
-    ([0.2, 0.2], [False, False]),             # below new_track_min_score: never starts a track
+    ([0.36], [False]),                        # one detection under confirm_score (the bag on a paddle board): never
+    ([0.36, None, 0.36], [False, False, False]),  # no two hits in a row: the tentative track is dropped at the miss
+    ([0.36, 0.36, 0.36], [False, True, True]),  # a second consecutive detection confirms it (ByteTrack's rule)
+    ([0.36, 0.7], [False, True]),
+    ([0.36, 0.15], [False, False]),           # a weak detection (under detector.score_threshold) never confirms
+    ([0.8], [True]),                          # first detection at or above confirm_score: reported at once
+    ([0.27, 0.27], [False, False]),           # strong but under new_track_min_score: never starts a track
+    ([0.15, 0.15, 0.15], [False, False, False]),  # weak: never starts a track
 ])
 def test_a_track_needs_more_than_one_weak_detection(scores, reported):
     scene = Scene(seed=11)
-    tracker = _tracker(new_track_min_score=0.3, confirm_score=0.5)
+    tracker = _tracker(new_track_min_score=0.3, confirm_score=0.5, high_score_threshold=0.25, low_score_threshold=0.1)
     image, boxes, keypoints = scene.render([(100, 60)])
     for t, (score, expect) in enumerate(zip(scores, reported)):
         frame = Frame(t, image)
@@ -404,3 +406,134 @@ def test_carried_pose_continues_only_the_track_that_proposed_it():
     tracks = tracker.update(frame, _carried(boxes, keypoints, [0], [2]))
     assert tracks.track_ids.tolist() == [2]   # provenance decides which track a carried pose continues
     assert tracks.info["propagated_poses"] == 1
+
+
+# ------------------------------------------------------------------ weak detections: the second round
+
+def _pose(boxes, keypoints, row, score, keypoint_score=0.9):
+    return Poses(keypoints[[row]], np.full((1, K), keypoint_score, np.float32), boxes[[row]], np.array([score]))
+
+
+def _stack(*poses):
+    return Poses(np.concatenate([p.keypoints for p in poses]), np.concatenate([p.keypoint_scores for p in poses]),
+                 np.concatenate([p.boxes_xyxy for p in poses]), np.concatenate([p.box_scores for p in poses]))
+
+
+@pytest.mark.parametrize("low_score_threshold, reported_while_weak", [(0.1, True), (0.25, False)])
+def test_weak_detections_continue_a_reported_track(low_score_threshold, reported_while_weak):
+    """A person detected at 0.9, then only at 0.15 for 10 frames (partly hidden), then at 0.9 again: the weak
+    detections keep the track reported under its id; with the second round off (low_score_threshold at the
+    detector's 0.25) the person is not reported while weak."""
+    scene = Scene(seed=20)
+    tracker = _tracker(low_score_threshold=low_score_threshold, high_score_threshold=0.25)
+    ids = []
+    for t in range(25):
+        image, boxes, keypoints = scene.render([(40 + 4 * t, 60)])
+        frame = Frame(t, image, t / 25)
+        tracker.propose(frame)
+        weak = 5 <= t < 15
+        tracks = tracker.update(frame, _pose(boxes, keypoints, 0, 0.15 if weak else 0.9))
+        if weak:
+            assert len(tracks) == (1 if reported_while_weak else 0), f"frame {t}"
+        else:
+            assert len(tracks) == 1, f"frame {t}"
+        ids += tracks.track_ids.tolist()
+    assert set(ids) == {1}
+
+
+def test_weak_detections_alone_are_never_reported():
+    """Two people: one detected at 0.9, the other only ever at 0.2 (under detector.score_threshold 0.25):
+    the second is never reported and never gets an id."""
+    scene = Scene(seed=21)
+    tracker = _tracker(low_score_threshold=0.1, high_score_threshold=0.25)
+    for t in range(15):
+        image, boxes, keypoints = scene.render([(40 + 3 * t, 60), (220 - 3 * t, 70)])
+        frame = Frame(t, image, t / 25)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, _stack(_pose(boxes, keypoints, 0, 0.9), _pose(boxes, keypoints, 1, 0.2)))
+        assert tracks.track_ids.tolist() == [1], f"frame {t}"
+        np.testing.assert_allclose(tracks.poses.boxes_xyxy[0], boxes[0], atol=6.0)
+
+
+def test_strong_detection_wins_pose_nms_over_a_weak_duplicate():
+    """A weak duplicate of a person's strong detection, with surer joints (0.99 against 0.5), is the one dropped:
+    strong detections go first in pose NMS, whatever the keypoint scores."""
+    scene = Scene(seed=22)
+    tracker = _tracker(low_score_threshold=0.1, high_score_threshold=0.25)
+    image, boxes, keypoints = scene.render([(100, 60)])
+    strong = _pose(boxes, keypoints, 0, 0.9, keypoint_score=0.5)
+    weak = _pose(boxes + 1.0, keypoints + 1.0, 0, 0.2, keypoint_score=0.99)
+    tracks = tracker.update(Frame(0, image), _stack(weak, strong))
+    assert len(tracks) == 1
+    assert tracks.poses.box_scores.tolist() == pytest.approx([0.9])
+
+
+# ------------------------------------------------------------------ re-identification after an occlusion
+
+def _behind_occluder(tracker, truncate: bool, head_only_at=None, slow_down=False, keypoint_score=0.9):
+    """A person walks right behind a pillar at 25 fps. The 'detector' sees the visible part of them: the box and
+    joints left of the pillar shrink as they enter it (truncate=True; else the person is simply gone while any part
+    is hidden), nothing while fully hidden, then the full person again. Returns the reported ids while visible.
+    head_only_at: frame at which a second, head-only detection appears where the hidden person will re-emerge.
+    slow_down: they walk at half speed from frame 25 (hidden), so they come out well behind the predicted spot."""
+    scene = Scene(seed=23)
+    occluder = (150, 20, 200, 220)
+    ids = []
+    for t in range(50):
+        x = 60 + 4 * t if not slow_down or t < 25 else 160 + 2 * (t - 25)
+        image, boxes, keypoints = scene.render([(x, 60)], occluders=[occluder])
+        box, joints = boxes[0].copy(), keypoints[0].copy()
+        visible = joints[:, 0] < occluder[0]
+        behind = box[2] > occluder[0] and box[0] < occluder[2]
+        frame = Frame(t, image, t / 25)
+        tracker.propose(frame)
+        parts = []
+        if not behind:
+            parts.append(_pose(boxes, keypoints, 0, 0.9, keypoint_score))
+        elif truncate and box[0] < occluder[0] - 10:
+            box[2] = occluder[0]
+            scores = np.where(visible, keypoint_score, 0.05).astype(np.float32)
+            parts.append(Poses(joints[None], scores[None], box[None], np.array([0.6])))
+        if head_only_at is not None and t == head_only_at:
+            head = np.array([[occluder[2] + 2, 60, occluder[2] + 2 + PERSON_W, 60 + 25]], np.float32)
+            head_joints = TEMPLATE * (PERSON_W, PERSON_H) + head[0, :2]
+            head_scores = np.where(np.arange(K) < 5, 0.9, 0.0).astype(np.float32)
+            parts.append(Poses(head_joints[None].astype(np.float32), head_scores[None], head, np.array([0.5])))
+        tracks = tracker.update(frame, _stack(*parts) if parts else Poses.empty(K))
+        if not behind:
+            assert len(tracks) == 1, f"frame {t}"
+            ids += tracks.track_ids.tolist()
+    return ids
+
+
+@pytest.mark.parametrize("truncate, slow_down", [(False, False), (True, False), (False, True)])
+def test_id_comes_back_after_walking_behind_an_occluder(truncate, slow_down):
+    """Hidden for 0.5-1 s; the id comes back each time. Truncated boxes at the occluder's edge (their centres slow
+    down, their width shrinks): the lost track is looked for at the person's full size (SIZE_MEMORY_S) with the
+    joint confidences of its last detection (0.6; flow's decayed scores, x0.3, would fall under OKS's 0.2); either
+    one missing loses the id. Coming out well behind the predicted spot (slow_down): the lost track's OKS scale,
+    growing with the time lost, still takes them (with LOST_SCALE_GROWTH_PER_S = 0 the id is lost)."""
+    ids = _behind_occluder(_tracker(max_lost_s=2.0), truncate, slow_down=slow_down, keypoint_score=0.6)
+    assert set(ids) == {1}
+
+
+def test_a_head_only_detection_does_not_take_a_hidden_persons_track():
+    """While the person is hidden, a head-only detection (a quarter of their height) appears where they will come
+    out: its five head joints fit the lost track, but its height does not, so it does not take the track; the
+    person comes back under their id."""
+    ids = _behind_occluder(_tracker(max_lost_s=2.0), truncate=True, head_only_at=28)
+    assert set(ids) == {1}
+
+
+def test_build_runs_the_detector_at_flowtracks_low_score_threshold():
+    from posetrack_app.build import build_tracker, detector_score_threshold
+    from posetrack_app.config import load_config
+
+    flow = load_config(None, ["detector.score_threshold=0.3", "tracker.flow.low_score_threshold=0.1"])
+    iou = load_config(None, ["detector.score_threshold=0.3", "tracker.kind=iou"])
+    off = load_config(None, ["detector.score_threshold=0.3", "tracker.flow.low_score_threshold=0.5"])
+    assert detector_score_threshold(flow) == pytest.approx(0.1)
+    assert detector_score_threshold(iou) == pytest.approx(0.3)
+    assert detector_score_threshold(off) == pytest.approx(0.3)
+    tracker = build_tracker(flow, COCO17)
+    assert (tracker.high_score_threshold, tracker.low_score_threshold) == pytest.approx((0.3, 0.1))
