@@ -36,7 +36,7 @@ DEPENDENCIES = {
     "pytest-timeout": ("pytest_timeout", "per-test time limits in the test suite"),
     "imageio-ffmpeg": ("imageio_ffmpeg", "the test suite's loopback stream server (its bundled ffmpeg binary)"),
     "pandas": ("pandas", "the test suite's check that --out-csv loads into pandas"),
-    "lap": ("lap", "benchmarks/compare_trackers.py (Ultralytics' ByteTrack / BoT-SORT rows)"),
+    "lap": ("lap", "the peer rows of benchmarks/compare_trackers.py and gpu_check.sh (Ultralytics' ByteTrack / BoT-SORT)"),
 }
 
 
