@@ -56,6 +56,9 @@ class TrackedPerson:
         PoseTracker.keypoint_names.
     propagated: True when the pose was carried by optical-flow propagation from earlier frames (the detector did
         not see this person in this frame).
+    raw_keypoints_xy: None when keypoint smoothing is off (the default); with tracker.smoothing.enabled,
+        keypoints_xy are the smoothed keypoints and this is float32 [K, 2], read-only: the tracker's keypoints
+        before smoothing.
     """
 
     track_id: int
@@ -64,6 +67,7 @@ class TrackedPerson:
     keypoints_xy: np.ndarray
     keypoint_scores: np.ndarray
     propagated: bool
+    raw_keypoints_xy: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,11 +91,11 @@ class TrackedFrame:
 
 def persons_from_tracks(tracks: Tracks) -> Tuple[TrackedPerson, ...]:
     """The pipeline's Tracks of one frame as TrackedPerson values (copies; the arrays are read-only)."""
-    poses = tracks.poses
+    poses, raw = tracks.poses, tracks.raw_keypoints
     return tuple(
         TrackedPerson(int(track_id), _read_only(poses.boxes_xyxy[i], np.float32), float(poses.box_scores[i]),
                       _read_only(poses.keypoints[i], np.float32), _read_only(poses.keypoint_scores[i], np.float32),
-                      bool(poses.proposed_by[i] >= 0))
+                      bool(poses.proposed_by[i] >= 0), None if raw is None else _read_only(raw[i], np.float32))
         for i, track_id in enumerate(tracks.track_ids))
 
 
@@ -286,7 +290,8 @@ class PoseTracker:
             check_output_paths(**outputs, inputs={"SOURCE": frames.input_path})
             sinks = open_sinks(self.skeleton, frames.fps, _asdict(self.config.render), **outputs,
                                posetrack_options=_asdict(self.config.posetrack), show=show,
-                               frame_name=frames.frame_name, live=frames.live)
+                               frame_name=frames.frame_name, live=frames.live,
+                               raw_keypoints=self.config.tracker.smoothing.enabled)
         except BaseException:
             frames.close()
             raise

@@ -137,6 +137,15 @@ def build_pose_stage(cfg: AppConfig, warn_once: Optional[WarnOnce] = None):
 
 
 def build_tracker(cfg: AppConfig, skeleton):
+    """cfg.tracker.kind's tracker; wrapped in the One-Euro keypoint smoother when tracker.smoothing.enabled."""
+    tracker = _build_bare_tracker(cfg, skeleton)
+    if not cfg.tracker.smoothing.enabled:
+        return tracker
+    from .tracking.smoothing import SmoothedTracker
+    return SmoothedTracker.from_config(tracker, cfg.tracker.smoothing)
+
+
+def _build_bare_tracker(cfg: AppConfig, skeleton):
     t = cfg.tracker
     if t.kind == "iou":
         from .tracking.iou_tracker import IouTracker

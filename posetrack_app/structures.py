@@ -168,16 +168,24 @@ class Tracks:
     """Tracked poses of one frame: Poses plus one track id per person.
 
     track_ids: int64 [N], unique within the frame, stable across frames for the same person.
+    raw_keypoints: float32 [N, K, 2] image pixels, the keypoints before smoothing (poses.keypoints are then the
+    smoothed ones; tracking/smoothing.py), or None when smoothing is off.
     """
 
     track_ids: np.ndarray
     poses: Poses
     # Extra per-frame facts for logs and benchmarks (e.g. number of lost tracks kept alive).
     info: dict = field(default_factory=dict)
+    raw_keypoints: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(-1)
         _check_length(len(self.poses), self.track_ids, "track_ids")
+        if self.raw_keypoints is not None:
+            self.raw_keypoints = np.asarray(self.raw_keypoints, dtype=np.float32)
+            if self.raw_keypoints.shape != self.poses.keypoints.shape:
+                raise ValueError(f"raw_keypoints must have the shape of poses.keypoints {self.poses.keypoints.shape}, "
+                                 f"got {self.raw_keypoints.shape}")
         if len(np.unique(self.track_ids)) != len(self.track_ids):
             raise ValueError(f"track ids must be unique within a frame, got {self.track_ids.tolist()}")
 

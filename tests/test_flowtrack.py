@@ -235,27 +235,6 @@ def test_wrong_keypoint_count_is_a_clear_error():
         tracker.update(Frame(0, image), Poses.empty(15))
 
 
-@pytest.mark.parametrize("smoothing", ["one_euro", "kalman"])
-def test_smoothing_reduces_jitter_of_a_static_person(smoothing):
-    scene = Scene(seed=8)
-    rng = np.random.default_rng(0)
-    image, boxes, keypoints = scene.render([(100, 60)])
-    raw_err, smooth_err = [], []
-    tracker = _tracker(smoothing=smoothing)
-    for t in range(40):
-        noisy = keypoints + rng.normal(0, 2.0, keypoints.shape).astype(np.float32)
-        tracks = tracker.update(Frame(t, image, t / 30), _poses(boxes, noisy, [0]))
-        if t >= 10:
-            raw_err.append(np.abs(noisy[0] - keypoints[0]).mean())
-            smooth_err.append(np.abs(tracks.poses.keypoints[0] - keypoints[0]).mean())
-    assert np.mean(smooth_err) < 0.8 * np.mean(raw_err)
-
-
-def test_unknown_option_is_rejected_with_choices():
-    with pytest.raises(ValueError, match="choose one of"):
-        _tracker(smoothing="teleport")
-
-
 @pytest.mark.parametrize("box_flow_weight, max_ratio", [(0.0, 1.0001), (0.3, 0.82), (0.6, 0.6)])
 def test_box_flow_weight_damps_detector_box_jitter_of_a_walking_person(box_flow_weight, max_ratio):
     """Detector boxes jitter by 3 px around the true box of a person walking 3 px per frame; the reported box

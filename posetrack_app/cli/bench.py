@@ -124,7 +124,8 @@ def _measure(args, cfg, source_info, make_source, clip, notes) -> tuple:
         pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer),
                                   detector=detector)
         source = make_source()
-        sinks = open_sinks(pipeline.skeleton, source.fps, render_options, video=args.out_video, jsonl=args.out_json)
+        sinks = open_sinks(pipeline.skeleton, source.fps, render_options, video=args.out_video, jsonl=args.out_json,
+                           raw_keypoints=cfg.tracker.smoothing.enabled)
         log.info("bench: %s run, %d warm-up + %d frames", mode, args.warmup, args.frames)
         load_start = environment.load_average_1min()
         options = {} if mode == "sequential" else {"queue_size": cfg.source.queue_size}

@@ -148,7 +148,9 @@ class JsonLinesSink(_TextLinesSink):
     """One JSON object per frame:
     {"frame": 0, "time_s": 0.0, "layout": "coco17", "persons": [{"track_id": 1, "box_xyxy": [x1, y1, x2, y2],
      "score": 0.9, "keypoints": [[x, y, score], ...], "propagated": false}]} with coordinates and scores rounded to
-    0.01. Frames of a live source also carry "capture_unix_s" (wall-clock capture time)."""
+    0.01. Frames of a live source also carry "capture_unix_s" (wall-clock capture time). With keypoint smoothing on
+    (tracker.smoothing.enabled), "keypoints" are the smoothed ones and each person also carries "raw_keypoints":
+    [[x, y], ...], the tracker's keypoints before smoothing."""
 
     suffixes = JSON_LINES_SUFFIXES
     what = "--out-json"
@@ -173,6 +175,10 @@ class JsonLinesSink(_TextLinesSink):
             }
             for i, track_id in enumerate(tracks.track_ids)
         ]
+        if tracks.raw_keypoints is not None:
+            raw = np.round(tracks.raw_keypoints.astype(np.float64), 2).tolist()
+            for person, raw_xy in zip(persons, raw):
+                person["raw_keypoints"] = raw_xy
         record = {"frame": frame.index, "time_s": round(frame.timestamp_s, 4)}
         if frame.capture_unix_s is not None:
             record["capture_unix_s"] = round(frame.capture_unix_s, 6)
@@ -212,9 +218,13 @@ def joint_columns(skeleton: Skeleton, keypoints_xy: Callable[[Tracks], np.ndarra
     return CsvColumns(tuple(names), tuple(formats), values)
 
 
-def default_csv_columns(skeleton: Skeleton, wall_clock: bool = False) -> List[CsvColumns]:
+def default_csv_columns(skeleton: Skeleton, wall_clock: bool = False,
+                        raw_keypoints: bool = False) -> List[CsvColumns]:
     """track_id, frame, time_s[, capture_unix_s], box_x1, box_y1, box_x2, box_y2, box_score, propagated, then
-    `<joint>_x, <joint>_y, <joint>_score` per joint. `wall_clock`: the capture_unix_s column (live sources)."""
+    `<joint>_x, <joint>_y, <joint>_score` per joint[, then `raw_<joint>_x, raw_<joint>_y` per joint].
+    `wall_clock`: the capture_unix_s column (live sources). `raw_keypoints`: keypoint smoothing is on; the joint
+    columns are then the smoothed keypoints and the raw_ block the tracker's keypoints before smoothing
+    (Tracks.raw_keypoints, required in every frame written)."""
     def identity(frame: Frame, tracks: Tracks) -> np.ndarray:
         n = len(tracks)
         columns = [tracks.track_ids.astype(np.float64), np.full(n, frame.index, np.float64),
@@ -235,20 +245,38 @@ def default_csv_columns(skeleton: Skeleton, wall_clock: bool = False) -> List[Cs
         CsvColumns(("box_x1", "box_y1", "box_x2", "box_y2", "box_score", "propagated"),
                    ("%.2f", "%.2f", "%.2f", "%.2f", "%.4f", "%d"), box),
         joint_columns(skeleton, lambda tracks: tracks.poses.keypoints, lambda tracks: tracks.poses.keypoint_scores),
-    ]
+    ] + ([raw_joint_columns(skeleton)] if raw_keypoints else [])
+
+
+def raw_joint_columns(skeleton: Skeleton) -> CsvColumns:
+    """`raw_<joint>_x, raw_<joint>_y` per joint: Tracks.raw_keypoints, the keypoints before smoothing."""
+    names, formats = [], []
+    for joint in skeleton.keypoint_names:
+        names += [f"raw_{joint}_x", f"raw_{joint}_y"]
+        formats += ["%.2f", "%.2f"]
+
+    def values(frame: Frame, tracks: Tracks) -> np.ndarray:
+        if tracks.raw_keypoints is None:
+            raise ValueError("the CSV has raw_ keypoint columns but these tracks carry no raw_keypoints: open the "
+                             "CSV with raw_keypoints=True only when the tracker smooths (tracker.smoothing.enabled)")
+        return tracks.raw_keypoints.astype(np.float64).reshape(len(tracks), -1)
+
+    return CsvColumns(tuple(names), tuple(formats), values)
 
 
 class CsvSink(_TextLinesSink):
     """One row per person per frame, with a header row of named columns (`default_csv_columns`): loads straight
     into pandas (`pandas.read_csv`), a spreadsheet or R. `propagated` is 1 for a pose carried by propagation (not
-    seen by the detector in that frame), else 0. Frames without persons have no row."""
+    seen by the detector in that frame), else 0. Frames without persons have no row. `raw_keypoints`: smoothing is
+    on; the rows also carry `raw_<joint>_x, raw_<joint>_y`, the keypoints before smoothing."""
 
     suffixes = CSV_SUFFIXES
     what = "--out-csv"
 
-    def __init__(self, path, skeleton: Skeleton, *, wall_clock: bool = False,
+    def __init__(self, path, skeleton: Skeleton, *, wall_clock: bool = False, raw_keypoints: bool = False,
                  columns: Optional[Sequence[CsvColumns]] = None):
-        self.columns = list(columns) if columns is not None else default_csv_columns(skeleton, wall_clock)
+        self.columns = (list(columns) if columns is not None
+                        else default_csv_columns(skeleton, wall_clock, raw_keypoints=raw_keypoints))
         self.names = [name for block in self.columns for name in block.names]
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"CSV column names must be unique, got {self.names}")
@@ -507,12 +535,15 @@ def check_output_paths(*, video=None, jsonl=None, csv=None, mot=None, posetrack=
 
 def open_sinks(skeleton: Skeleton, fps: float, render_options: Optional[dict] = None, *, video=None, jsonl=None,
                csv=None, mot=None, posetrack=None, posetrack_options: Optional[dict] = None, show: bool = False,
-               frame_name: Optional[Callable[[int], str]] = None, live: bool = False) -> List[Sink]:
+               frame_name: Optional[Callable[[int], str]] = None, live: bool = False,
+               raw_keypoints: bool = False) -> List[Sink]:
     """The sinks for the given outputs (None = not written), in this order: video, JSON Lines, CSV, MOT, PoseTrack,
     window. render_options: RenderConfig's fields (dataclasses.asdict(cfg.render)); posetrack_options:
     keypoint_score_threshold and head_rule (PoseTrackOutputConfig's fields); frame_name: the source's; live: the
-    source is live (the video is written in real time, the CSV gets a capture_unix_s column). If one cannot be
-    opened (or an interrupt arrives meanwhile), those already opened are discarded."""
+    source is live (the video is written in real time, the CSV gets a capture_unix_s column); raw_keypoints: the
+    tracker smooths keypoints (tracker.smoothing.enabled), so the CSV gets the raw_<joint> columns (JSON Lines
+    carries raw_keypoints whenever the tracks do). If one cannot be opened (or an interrupt arrives meanwhile),
+    those already opened are discarded."""
     sinks: List[Sink] = []
     try:
         if video:
@@ -520,7 +551,7 @@ def open_sinks(skeleton: Skeleton, fps: float, render_options: Optional[dict] = 
         if jsonl:
             sinks.append(JsonLinesSink(jsonl, skeleton))
         if csv:
-            sinks.append(CsvSink(csv, skeleton, wall_clock=live))
+            sinks.append(CsvSink(csv, skeleton, wall_clock=live, raw_keypoints=raw_keypoints))
         if mot:
             sinks.append(MotChallengeSink(mot))
         if posetrack:

@@ -49,7 +49,7 @@ from ..structures import DETECTOR, Detections, Frame, Poses, Tracks
 from .clock import TrackerClock
 from .flow import KeypointFlow
 from .matching import greedy_match
-from .smoothing import SMOOTHERS, SMOOTHING_CHOICES, box_center_kalman
+from .smoothing import box_center_kalman
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,6 @@ class _Track:
     sizes: List[tuple]             # (time s, width px, height px) of its detected boxes in the last SIZE_MEMORY_S
     hits: int = 1                  # detections (a tentative track's are consecutive: one miss removes it)
     lost_since_s: Optional[float] = None
-    smoother: Optional[object] = None
     # Warped into the current frame by `_advance`:
     pred_keypoints: Optional[np.ndarray] = None
     pred_scores: Optional[np.ndarray] = None
@@ -160,17 +159,13 @@ class FlowTracker:
                  max_propagation_s: float = FlowTrackConfig.max_propagation_s,
                  max_lost_s: float = FlowTrackConfig.max_lost_s,
                  box_flow_weight: float = FlowTrackConfig.box_flow_weight,
-                 smoothing: str = FlowTrackConfig.smoothing,
                  low_score_threshold: float = FlowTrackConfig.low_score_threshold,
                  high_score_threshold: float = DetectorConfig.score_threshold):
-        if smoothing not in SMOOTHING_CHOICES:
-            raise ValueError(f"tracker.flow.smoothing={smoothing!r} is not supported; "
-                             f"choose one of {', '.join(SMOOTHING_CHOICES)}")
         # Range checks live with the config fields: a tracker built by hand is checked the same way.
         FlowTrackConfig(match_oks_threshold=match_oks_threshold, pose_nms_oks_threshold=pose_nms_oks_threshold,
                         new_track_min_score=new_track_min_score, confirm_score=confirm_score,
                         max_propagation_s=max_propagation_s, max_lost_s=max_lost_s, box_flow_weight=box_flow_weight,
-                        smoothing=smoothing, low_score_threshold=low_score_threshold)
+                        low_score_threshold=low_score_threshold)
         self.skeleton = skeleton
         self.sigmas = skeleton.sigmas
         self.match_oks_threshold = match_oks_threshold
@@ -180,7 +175,6 @@ class FlowTracker:
         self.max_propagation_s = max_propagation_s
         self.max_lost_s = max_lost_s
         self.box_flow_weight = box_flow_weight
-        self.smoothing = smoothing
         self.low_score_threshold = low_score_threshold
         self.high_score_threshold = high_score_threshold
         self.flow = KeypointFlow()
@@ -193,7 +187,7 @@ class FlowTracker:
                    high_score_threshold=high_score_threshold, match_oks_threshold=cfg.match_oks_threshold,
                    pose_nms_oks_threshold=cfg.pose_nms_oks_threshold, new_track_min_score=cfg.new_track_min_score,
                    confirm_score=cfg.confirm_score, max_propagation_s=cfg.max_propagation_s,
-                   max_lost_s=cfg.max_lost_s, box_flow_weight=cfg.box_flow_weight, smoothing=cfg.smoothing)
+                   max_lost_s=cfg.max_lost_s, box_flow_weight=cfg.box_flow_weight)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -476,8 +470,6 @@ class FlowTracker:
         reported = poses.select(rows) if len(rows) else Poses.empty(self.num_keypoints)
         if len(rows):  # the tracker's box (see box_flow_weight), not only the box the pose was estimated in
             reported.boxes_xyxy = np.stack([t.box_xyxy for _, t in report]).astype(np.float32)
-        if len(rows) and self.smoothing != "none":
-            reported.keypoints = np.stack([self._smooth(t, poses.keypoints[i]) for i, t in report])
         info = {
             "lost_tracks": sum(t.state == LOST for t in self._tracks),
             "tentative_tracks": sum(t.state == TENTATIVE for t in self._tracks),
@@ -485,8 +477,3 @@ class FlowTracker:
             "flow_reliable_fraction": self._flow_reliable_fraction,
         }
         return Tracks(np.array([t.track_id for _, t in report], dtype=np.int64), reported, info=info)
-
-    def _smooth(self, track: _Track, keypoints: np.ndarray) -> np.ndarray:
-        if track.smoother is None:
-            track.smoother = SMOOTHERS[self.smoothing]()
-        return track.smoother(keypoints, self._clock.dt_s)
