@@ -198,7 +198,8 @@ def render(result: dict) -> str:
                          f"{_fmt(m.get('moving_lag_pct'), 'p90')} | {_fmt(m.get('moving_accel_smoothed_pct'))} / "
                          f"{_fmt(m.get('moving_accel_smoothed_pct'), 'p90')} |")
         lines.append("")
-        lines.append("Unsmoothed, for reference: see the first rows of the tables above (pets09).")
+        lines.append("Unsmoothed PETS09, for reference: still jitter and moving acceleration are the 'off' columns of "
+                     "the pets09 rows above; the lag is 0.")
     return "\n".join(lines) + "\n"
 
 
