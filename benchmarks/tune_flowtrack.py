@@ -8,8 +8,9 @@ each 4-8 frames, as one group; syn7; syn25; syn30); the suite score is the mean 
 Leave-one-group-out: for each group, the candidate with the best suite score on the other groups is chosen, and
 scored on the group left out. The gap (fitted score on the other groups minus the left-out score) and the regret
 (the left-out group's best candidate minus the chosen one there) say how much a choice fits the clips it was chosen
-on. The defaults are the candidate with the best score on all groups; the one-field sweeps around the starting point
-show each setting's effect.
+on. The defaults are the candidate with the best score on all groups, unless another lies within noise of it and
+config.py gives a reason to prefer it (FlowTrackConfig says so beside the field); the one-field sweeps around the
+starting point show each setting's effect.
 
     python benchmarks/tune_flowtrack.py --out benchmarks/results/flowtrack_loo.md
     python benchmarks/tune_flowtrack.py --random 20 --workers 2 --out /tmp/search.md
