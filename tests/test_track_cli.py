@@ -245,6 +245,24 @@ def test_two_inputs_with_one_stem_are_refused(tmp_path, capsys, monkeypatch):
     assert calls == []
 
 
+@pytest.mark.parametrize("inputs, first, second", [
+    (lambda a, folder: [a, a], 1, 2),            # one video named twice
+    (lambda a, folder: [folder, a], 1, 3),       # a folder of videos, and one of its videos again
+])
+def test_an_input_named_twice_is_refused_before_it_overwrites_its_own_outputs(tmp_path, capsys, monkeypatch,
+                                                                               inputs, first, second):
+    """Its {stem} outputs are one set of files: the second run would silently replace the first one's."""
+    calls = _scripted_build(monkeypatch)
+    a, _ = _two_videos(tmp_path / "clips")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [str(p) for p in inputs(a, tmp_path / "clips")]
+    code, err = _run(capsys, ["track", *argv, "--out-csv", str(out / "{stem}.csv"), *NO_PROGRESS])
+    _assert_user_error(code, err, f"--out-csv of input {first} ({a})", f"--out-csv of input {second} ({a})",
+                       "same file")
+    assert calls == [] and list(out.iterdir()) == []
+
+
 def test_a_missing_input_among_several_stops_before_any_model_loads(tmp_path, capsys, monkeypatch):
     calls = _scripted_build(monkeypatch)
     a, _ = _two_videos(tmp_path / "clips")

@@ -132,12 +132,17 @@ def check_outputs(inputs: List[str], sets: List[Dict[str, Optional[str]]]) -> No
     from ..io.sinks import OUTPUT_OPTIONS, check_output_paths
 
     several = len(inputs) > 1
+    # An input named twice (`a.mp4 a.mp4`, or a folder and a video inside it) gets its position in the label: with
+    # the name alone, the second input's outputs would replace the first's here, go unchecked, and the second run
+    # would overwrite the first one's files.
+    repeated = {spec for spec in inputs if inputs.count(spec) > 1}
     labelled = {}
-    for spec, outputs in zip(inputs, sets):
+    for number, (spec, outputs) in enumerate(zip(inputs, sets), start=1):
+        name = f"input {number} ({spec})" if spec in repeated else spec
         for dest, path in outputs.items():
             option = OUTPUT_OPTIONS[OUTPUT_ARGUMENTS[dest]]
             if path:
-                labelled[f"{option} of {spec}" if several else option] = path
+                labelled[f"{option} of {name}" if several else option] = path
     sources = {f"SOURCE {spec}" if several else "SOURCE": file_input(spec) for spec in inputs}
     check_distinct_outputs(labelled, sources)
     for outputs in sets:
