@@ -240,6 +240,35 @@ def test_zero_boxes_give_empty_poses_without_calling_the_network():
     assert len(poses) == 0 and poses.num_keypoints == 17
 
 
+def test_default_max_batch_has_one_home():
+    """The estimator, BackendOptions, the config and `posetrack export` take their crops-per-call default from
+    backends/base.py, and a default estimator splits the flip-test batch there (2 x 33 crops -> 64 + 2)."""
+    import argparse
+    import dataclasses
+
+    from posetrack_app.cli import export as export_cli
+    from posetrack_app.config import PoseConfig
+    from posetrack_app.pose.backends.base import DEFAULT_MAX_BATCH, BackendOptions
+
+    parser = argparse.ArgumentParser()
+    export_cli.add_arguments(parser)
+    fields = {f.name: f.default for f in dataclasses.fields(BackendOptions)}
+    assert fields["max_batch"] == PoseConfig().max_batch == parser.get_default("max_batch") == DEFAULT_MAX_BATCH
+
+    calls = []
+
+    class Recording(ConstantBackend):
+        def infer(self, batch):
+            calls.append(batch.shape[0])
+            return super().infer(batch)
+
+    heatmap = np.zeros((17,) + HEATMAP_HW, np.float32)
+    estimator = TopDownEstimator(Recording(heatmap), skeleton=COCO17)
+    boxes = np.tile(np.array([[10.0, 10.0, 50.0, 90.0]], np.float32), (DEFAULT_MAX_BATCH // 2 + 1, 1))
+    estimator(Frame(0, np.zeros((100, 100, 3), np.uint8)), Detections(boxes, np.ones(len(boxes), np.float32)))
+    assert estimator.max_batch == DEFAULT_MAX_BATCH and calls == [DEFAULT_MAX_BATCH, 2]
+
+
 class ConstantBackend:
     """A stand-in network whose heatmaps are the same given [K, h, w] for every crop."""
 

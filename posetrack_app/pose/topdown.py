@@ -42,7 +42,7 @@ from ..ops.affine import (DEFAULT_BOX_PADDING, apply_affine, boxes_to_regions, i
 from ..ops.heatmap import DEFAULT_DARK_KERNEL, decode_heatmaps, decode_heatmaps_torch, merge_flip_test_torch
 from ..skeleton import Skeleton
 from ..structures import Detections, Frame, Poses
-from .backends.base import HEATMAP_STRIDE, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from .backends.base import DEFAULT_MAX_BATCH, HEATMAP_STRIDE, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class TopDownEstimator:
 
     def __init__(self, backend, *, skeleton: Skeleton, flip_test: bool = True, flip_shift_cells: int = 1,
                  dark: bool = False, dark_kernel: int = DEFAULT_DARK_KERNEL, clip_scores: bool = False,
-                 box_padding: float = DEFAULT_BOX_PADDING, max_batch: int = 64, mean_rgb=IMAGENET_MEAN_RGB,
-                 std_rgb=IMAGENET_STD_RGB, device_crops: Optional[bool] = None):
+                 box_padding: float = DEFAULT_BOX_PADDING, max_batch: int = DEFAULT_MAX_BATCH,
+                 mean_rgb=IMAGENET_MEAN_RGB, std_rgb=IMAGENET_STD_RGB, device_crops: Optional[bool] = None):
         if backend.num_keypoints != skeleton.num_keypoints:
             raise ValueError(f"the pose backend predicts {backend.num_keypoints} keypoints, layout {skeleton.name} "
                              f"has {skeleton.num_keypoints}")
