@@ -389,6 +389,29 @@ def test_carried_pose_continues_only_the_track_that_proposed_it():
 
 # ------------------------------------------------------------------ weak detections: the second round
 
+@pytest.mark.parametrize("scores_a, scores_b, expected", [
+    # A starts weak at frame 0 and is confirmed at frame 1; B is strong from frame 0: B is reported first and gets 1.
+    ([0.36, 0.36, 0.9], [0.9, 0.9, 0.9], [{"b": 1}, {"b": 1, "a": 2}, {"b": 1, "a": 2}]),
+    # A's first track dies unreported (one weak hit, then a miss) and uses up no id: A, first reported at frame 2,
+    # gets 2, not 3.
+    ([0.36, None, 0.9], [0.9, 0.9, 0.9], [{"b": 1}, {"b": 1}, {"b": 1, "a": 2}]),
+])
+def test_ids_follow_the_order_people_are_first_reported(scores_a, scores_b, expected):
+    """Ids are handed out when a track is first reported: a new person always gets a larger id than everyone reported
+    before (issue 18's CSV promise), and tentative tracks that never become reported leave no gap."""
+    scene = Scene(seed=12)
+    tracker = _tracker(new_track_min_score=0.3, confirm_score=0.5, high_score_threshold=0.25, low_score_threshold=0.1)
+    image, boxes, keypoints = scene.render([(40, 60), (230, 60)])
+    for t, (score_a, score_b, expect) in enumerate(zip(scores_a, scores_b, expected)):
+        frame = Frame(t, image, t / 25)
+        tracker.propose(frame)
+        # A's row comes first, so a tracker that numbered tracks when they start would give A the smaller id.
+        rows = ([] if score_a is None else [_pose(boxes, keypoints, 0, score_a)]) + [_pose(boxes, keypoints, 1, score_b)]
+        tracks = tracker.update(frame, _stack(*rows))
+        by_person = _ids_by_person(tracks, boxes)
+        assert {"a" if person == 0 else "b": tid for person, tid in by_person.items()} == expect, f"frame {t}"
+
+
 def _pose(boxes, keypoints, row, score, keypoint_score=0.9):
     return Poses(keypoints[[row]], np.full((1, K), keypoint_score, np.float32), boxes[[row]], np.array([score]))
 

@@ -91,6 +91,8 @@ LOST_SCALE_GROWTH_PER_S = 1.0
 # detection (ByteTrack's activation rule); one that misses the frame in between is dropped unreported. The bag of
 # issue 12 (one detection at 0.36) never is.
 CONFIRM_HITS = 2
+# The id of a track not yet reported (ids start at 1; see _Track.track_id).
+UNCONFIRMED_ID = 0
 # The person's size is the largest detected box (width and height apart) of the last this-many seconds: occlusion
 # only ever shrinks a box, so a person walking behind a pillar or another person keeps the size they had before.
 # A lost track is looked for at that size around its Kalman-predicted centre. Suite (detector size auto) without
@@ -109,6 +111,8 @@ MIN_UNCUT_FRACTION = 0.7
 
 @dataclass
 class _Track:
+    # UNCONFIRMED_ID until the track is first reported: ids are handed out in the order people are first reported, so
+    # a new person always gets a larger id than everyone reported before, and tentative tracks leave no gaps.
     track_id: int
     state: str
     keypoints: np.ndarray          # [K, 2] latest estimate
@@ -415,7 +419,7 @@ class FlowTracker:
             track.last_detected_s = self._now_s
             track.hits += 1
             if track.state == LOST or (track.state == TENTATIVE and track.hits >= CONFIRM_HITS):
-                track.state = TRACKED
+                self._confirm(track)
 
     @staticmethod
     def _motion_anchor(track: _Track, box: np.ndarray) -> np.ndarray:
@@ -454,15 +458,23 @@ class FlowTracker:
         box = poses.boxes_xyxy[index].copy()
         score = float(poses.box_scores[index])
         track = _Track(
-            track_id=self._next_id, state=TRACKED if score >= self.confirm_score - 1e-9 else TENTATIVE,
+            track_id=UNCONFIRMED_ID, state=TENTATIVE,
             keypoints=poses.keypoints[index].copy(), keypoint_scores=poses.keypoint_scores[index].copy(),
             box_xyxy=box, box_score=score, kf=box_center_kalman(_center(box)), last_detected_s=self._now_s,
             detected_scores=poses.keypoint_scores[index].copy(),
             sizes=[(self._now_s, float(box[2] - box[0]), float(box[3] - box[1]))], matched=True,
         )
-        self._next_id += 1
+        if score >= self.confirm_score - 1e-9:
+            self._confirm(track)
         self._tracks.append(track)
         return track
+
+    def _confirm(self, track: _Track) -> None:
+        """The track is reported from now on; the first time, it gets the next id."""
+        track.state = TRACKED
+        if track.track_id == UNCONFIRMED_ID:
+            track.track_id = self._next_id
+            self._next_id += 1
 
     def _report(self, poses: Poses, assigned: Dict[int, _Track]) -> Tracks:
         report = sorted((i, t) for i, t in assigned.items() if t.state == TRACKED and t.matched)
