@@ -38,6 +38,7 @@ from .io.atomic import check_distinct_outputs, remove_stale_parts, write_json_at
 from .io.posetrack_json import read_sequence, sequence_to_json
 from .io.sources import (DEFAULT_FOLDER_FPS, IMAGE_SUFFIXES, DamagedFrames, check_damaged_frame_policy, list_images,
                          read_image)
+from .onnx_providers import CUDA_PROVIDER
 from .posetrack_layout import prediction_template, tracks_to_persons, with_persons
 from .structures import Frame
 
@@ -252,7 +253,7 @@ def _run_job(job: SequenceJob, cfg: AppConfig, factory: PipelineFactory):
 
 def pipeline_uses_gpu(cfg: AppConfig) -> bool:
     """Whether the pipeline would run on a GPU if one is there (explicit cuda device or CUDA provider)."""
-    return cfg.pose.device.startswith("cuda") or "CUDAExecutionProvider" in tuple(cfg.detector.providers)
+    return cfg.pose.device.startswith("cuda") or CUDA_PROVIDER in tuple(cfg.detector.providers)
 
 
 def visible_gpu_ids() -> List[str]:

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -46,9 +46,6 @@ class StageStats:
     p95_ms: float
     min_ms: float
     max_ms: float
-
-    def as_dict(self) -> Dict[str, float]:
-        return asdict(self)
 
 
 def stats_from_ms(samples_ms) -> StageStats:

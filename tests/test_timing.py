@@ -5,6 +5,8 @@ import threading
 import time
 import tracemalloc
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 from fake_clock import FakeClock
@@ -47,7 +49,7 @@ def test_statistics_of_known_durations(samples_ms, median, p95, mean):
     assert stats.mean_ms == pytest.approx(mean, abs=1e-9)
     assert stats.total_ms == pytest.approx(sum(samples_ms), abs=1e-9)
     assert timer.mean_ms()["stage"] == pytest.approx(mean, abs=1e-9)
-    assert stats.as_dict() == pytest.approx(stats_from_ms(samples_ms).as_dict(), rel=1e-12)
+    assert asdict(stats) == pytest.approx(asdict(stats_from_ms(samples_ms)), rel=1e-12)
 
 
 @pytest.mark.parametrize("capacity, calls", [(1000, 50_000), (64, 10_000)])
