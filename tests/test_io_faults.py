@@ -11,6 +11,7 @@ from faults import cli_command, cli_env, fill_disk, small_tmpfs, synthetic_video
 from posetrack_app.cli import main
 from posetrack_app.io.atomic import write_json_atomic
 from posetrack_app.errors import OutputError
+from posetrack_app.io.sinks import VideoSink
 
 SMALL = ["--set", "detector.input_size=64", "--no-progress"]
 
@@ -58,6 +59,24 @@ def test_disk_full_gives_one_line_exit_2_and_no_file(full_disk, noise_video, cap
     if failing:
         assert str(full_disk / failing) in errors[0]
     assert _leftovers(full_disk) == []  # no output, no temporary file
+
+
+@pytest.mark.parametrize("frames, found_by", [
+    # Fewer frames than VideoSink.GROWTH_CHECK_FRAMES: only the re-read at the end can find the full disk.
+    (VideoSink.GROWTH_CHECK_FRAMES - 5, "the video is unreadable"),
+])
+def test_video_on_a_full_disk_found_at_the_end_says_what_to_do(full_disk, tmp_path, capsys, frames, found_by):
+    """Both ways a full disk is found (growth check, re-read at the end) give the same advice."""
+    clip = synthetic_video(tmp_path / "short_noise.mp4", frames, 320, 240, noise=True)
+    fill_disk(full_disk, 100_000)
+    code = main(["track", str(clip), "--out-video", str(full_disk / "o.mp4"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    assert found_by in errors[0] and "disk is full" in errors[0], errors[0]
+    assert "free some space or choose another location" in errors[0], errors[0]
+    assert _leftovers(full_disk) == []
 
 
 def test_small_video_on_a_nearly_full_disk_is_not_mistaken_for_a_full_one(full_disk, tmp_path, capsys):

@@ -480,8 +480,9 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
             capture.release()
         if not readable or found != written:
             free = shutil.disk_usage(self.tmp_path.parent).free
-            cause = (f"the disk is full ({free} bytes free)" if free < self.LOW_SPACE_BYTES
-                     else "the encoder did not write every frame")
+            # A full disk gets the same advice here as from the growth check and from output_error.
+            cause = (f"the disk is full ({free} bytes free in {self.tmp_path.parent}); free some space or choose "
+                     "another location" if free < self.LOW_SPACE_BYTES else "the encoder did not write every frame")
             state = "is unreadable" if not readable else f"holds {found} of the {written} frames written"
             raise OutputError(f"cannot write {self.path}: the video {state}, {cause}; nothing was written there")
 
