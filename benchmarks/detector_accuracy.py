@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tracker_suite as suite  # noqa: E402
-from posetrack_app.build import build_detection_schedule, build_pose_stage, build_tracker  # noqa: E402
+from posetrack_app.build import (build_detection_schedule, build_pose_stage, build_tracker,  # noqa: E402
+                                 detector_score_threshold)
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
@@ -108,7 +109,8 @@ def _run(cfg, clip, detector) -> suite.RunOutput:
     cfg = replace(cfg, **{"pose.model": "detector"})
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
-    threshold = cfg.detector.score_threshold
+    # FlowTrack asks the detector for its weak detections too (build.detector_score_threshold).
+    threshold = detector_score_threshold(cfg)
 
     def replay(frame: Frame):
         found = detector(frame)
