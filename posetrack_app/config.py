@@ -6,6 +6,7 @@ Unknown keys are rejected with the list of valid ones; values are type-checked a
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,6 +356,15 @@ def _build(cls, data: Dict[str, Any], where: str):
         if dataclasses.is_dataclass(annotation):
             kwargs[name] = _build(annotation, value, key)
             continue
+        if annotation is float and isinstance(value, str):
+            # YAML reads nan and inf (without YAML's leading dot) as text: take them as the numbers they spell, so the
+            # range check says what is allowed instead of "expects float".
+            try:
+                spelled = float(value)
+            except ValueError:
+                spelled = None
+            if spelled is not None and not math.isfinite(spelled):
+                value = spelled
         if not _type_ok(value, annotation):
             expected = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(annotation)) \
                 if typing.get_origin(annotation) is typing.Union else getattr(annotation, "__name__", str(annotation))

@@ -137,8 +137,9 @@ def test_defaults_lie_inside_their_ranges(key, value):
     load_config(None, [f"{key}={value}"])
 
 
-@pytest.mark.parametrize("text, message", [("nan", "expects float"), (".nan", "must be in"), (".inf", "must be in"),
-                                           ("-.inf", "must be in")])
+@pytest.mark.parametrize("text, message", [("nan", "must be in"), ("inf", "must be in"), ("-Infinity", "must be in"),
+                                           (".nan", "must be in"), (".inf", "must be in"), ("-.inf", "must be in"),
+                                           ("abc", "expects float")])
 def test_nan_and_inf_are_rejected(text, message):
     with pytest.raises(ConfigError, match=f"detector.score_threshold {message}"):
         load_config(None, [f"detector.score_threshold={text}"])
