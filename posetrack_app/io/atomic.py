@@ -125,10 +125,14 @@ def remove_stale_parts(path) -> int:
     return removed
 
 
+# What to do about a full disk, in every message that reports one.
+DISK_FULL_HINT = "free some space or choose another location"
+
+
 def output_error(path, exc: OSError) -> OutputError:
     """The one-line error for a failed write of `path`."""
     reason = exc.strerror or str(exc)
-    hint = ("free some space or choose another location" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    hint = (DISK_FULL_HINT if exc.errno in (errno.ENOSPC, errno.EDQUOT)
             else "check the disk and the output location")
     return OutputError(f"cannot write {path}: {reason} ({hint}); nothing was written there")
 

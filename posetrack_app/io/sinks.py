@@ -32,7 +32,8 @@ from ..interrupts import deferred, interruptible
 from ..posetrack_layout import check_head_rule, tracks_to_persons
 from ..skeleton import Skeleton
 from ..structures import Frame, Tracks
-from .atomic import check_distinct_outputs, check_output_path, output_error, remove_stale_parts, temporary_path_for
+from .atomic import (DISK_FULL_HINT, check_distinct_outputs, check_output_path, output_error, remove_stale_parts,
+                     temporary_path_for)
 from .posetrack_json import FrameAnnotation, Sequence, sequence_to_2018
 from .render import draw_tracks
 
@@ -202,18 +203,22 @@ class CsvColumns:
 
 
 def joint_columns(skeleton: Skeleton, keypoints_xy: Callable[[Tracks], np.ndarray],
-                  keypoint_scores: Callable[[Tracks], np.ndarray], prefix: str = "") -> CsvColumns:
-    """`{prefix}{joint}_x, _y, _score` for every joint of `skeleton` in its order. keypoints_xy(tracks) -> [N, K, 2]
-    pixels, keypoint_scores(tracks) -> [N, K]."""
+                  keypoint_scores: Optional[Callable[[Tracks], np.ndarray]], prefix: str = "") -> CsvColumns:
+    """`{prefix}{joint}_x, _y, _score` for every joint of `skeleton` in its order (no `_score` column when
+    keypoint_scores is None). keypoints_xy(tracks) -> [N, K, 2] pixels, keypoint_scores(tracks) -> [N, K]."""
     names, formats = [], []
     for joint in skeleton.keypoint_names:
-        names += [f"{prefix}{joint}_x", f"{prefix}{joint}_y", f"{prefix}{joint}_score"]
-        formats += ["%.2f", "%.2f", "%.4f"]
+        names += [f"{prefix}{joint}_x", f"{prefix}{joint}_y"]
+        formats += ["%.2f", "%.2f"]
+        if keypoint_scores is not None:
+            names.append(f"{prefix}{joint}_score")
+            formats.append("%.4f")
 
     def values(frame: Frame, tracks: Tracks) -> np.ndarray:
-        xy = np.asarray(keypoints_xy(tracks), np.float64)
-        scores = np.asarray(keypoint_scores(tracks), np.float64)
-        return np.concatenate([xy, scores[..., None]], axis=2).reshape(len(tracks), -1)
+        columns = np.asarray(keypoints_xy(tracks), np.float64)
+        if keypoint_scores is not None:
+            columns = np.concatenate([columns, np.asarray(keypoint_scores(tracks), np.float64)[..., None]], axis=2)
+        return columns.reshape(len(tracks), -1)
 
     return CsvColumns(tuple(names), tuple(formats), values)
 
@@ -245,23 +250,15 @@ def default_csv_columns(skeleton: Skeleton, wall_clock: bool = False,
         CsvColumns(("box_x1", "box_y1", "box_x2", "box_y2", "box_score", "propagated"),
                    ("%.2f", "%.2f", "%.2f", "%.2f", "%.4f", "%d"), box),
         joint_columns(skeleton, lambda tracks: tracks.poses.keypoints, lambda tracks: tracks.poses.keypoint_scores),
-    ] + ([raw_joint_columns(skeleton)] if raw_keypoints else [])
+    ] + ([joint_columns(skeleton, _raw_keypoints, None, prefix="raw_")] if raw_keypoints else [])
 
 
-def raw_joint_columns(skeleton: Skeleton) -> CsvColumns:
-    """`raw_<joint>_x, raw_<joint>_y` per joint: Tracks.raw_keypoints, the keypoints before smoothing."""
-    names, formats = [], []
-    for joint in skeleton.keypoint_names:
-        names += [f"raw_{joint}_x", f"raw_{joint}_y"]
-        formats += ["%.2f", "%.2f"]
-
-    def values(frame: Frame, tracks: Tracks) -> np.ndarray:
-        if tracks.raw_keypoints is None:
-            raise ValueError("the CSV has raw_ keypoint columns but these tracks carry no raw_keypoints: open the "
-                             "CSV with raw_keypoints=True only when the tracker smooths (tracker.smoothing.enabled)")
-        return tracks.raw_keypoints.astype(np.float64).reshape(len(tracks), -1)
-
-    return CsvColumns(tuple(names), tuple(formats), values)
+def _raw_keypoints(tracks: Tracks) -> np.ndarray:
+    """Tracks.raw_keypoints, the keypoints before smoothing, for the CSV's raw_ columns."""
+    if tracks.raw_keypoints is None:
+        raise ValueError("the CSV has raw_ keypoint columns but these tracks carry no raw_keypoints: open the "
+                         "CSV with raw_keypoints=True only when the tracker smooths (tracker.smoothing.enabled)")
+    return tracks.raw_keypoints
 
 
 class CsvSink(_TextLinesSink):
@@ -440,10 +437,12 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
         except OSError as exc:
             raise output_error(self.path, exc) from None
         if size <= self._size_at_check and free < self.LOW_SPACE_BYTES and self._disk_is_full():
-            raise OutputError(f"cannot write {self.path}: the disk is full ({free} bytes free in "
-                              f"{self.tmp_path.parent}); free some space or choose another location; nothing was "
-                              "written there")
+            raise OutputError(f"cannot write {self.path}: {self._disk_full(free)}; nothing was written there")
         self._size_at_check = size
+
+    def _disk_full(self, free_bytes: int) -> str:
+        """The cause and advice for a full disk, the same from the growth check and from the read-back at close."""
+        return f"the disk is full ({free_bytes} bytes free in {self.tmp_path.parent}); {DISK_FULL_HINT}"
 
     def _disk_is_full(self) -> bool:
         """Whether PROBE_BYTES can still be written beside the output (then the encoder's writes fit too)."""
@@ -480,9 +479,7 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
             capture.release()
         if not readable or found != written:
             free = shutil.disk_usage(self.tmp_path.parent).free
-            # A full disk gets the same advice here as from the growth check and from output_error.
-            cause = (f"the disk is full ({free} bytes free in {self.tmp_path.parent}); free some space or choose "
-                     "another location" if free < self.LOW_SPACE_BYTES else "the encoder did not write every frame")
+            cause = self._disk_full(free) if free < self.LOW_SPACE_BYTES else "the encoder did not write every frame"
             state = "is unreadable" if not readable else f"holds {found} of the {written} frames written"
             raise OutputError(f"cannot write {self.path}: the video {state}, {cause}; nothing was written there")
 
