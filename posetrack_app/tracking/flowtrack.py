@@ -2,7 +2,8 @@
 
 Shape glossary:
     N  poses of the current frame;  T  tracks alive in the tracker;  K  keypoints per person
-    Keypoints are continuous image pixels [.., K, 2]; keypoint scores [.., K] (the detector's in [0, 1]; HRNet's raw heatmap maxima in paper mode, about 0..1); boxes xyxy [.., 4].
+    Keypoints are continuous image pixels [.., K, 2]; keypoint scores [.., K] (the detector's in [0, 1]; HRNet's
+    raw heatmap maxima in paper mode, about 0..1); boxes xyxy [.., 4].
 
 Per frame t (the pipeline calls `propose`, merges boxes, runs the pose stage, then calls `update`):
   1. Propagate (`propose`): every track's joints at t-1 are moved into frame t by sparse Lucas-Kanade flow
