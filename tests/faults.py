@@ -1,9 +1,10 @@
 """Helpers that make faults real for the I/O tests: a small tmpfs that fills up, short synthetic videos, the
-CLI in a subprocess, process liveness, and a slow test-double pipeline for batch worker processes (imported by
+CLI in a subprocess, process liveness, a loopback port nothing listens on, and a slow test-double pipeline for batch worker processes (imported by
 spawned workers, so it lives in a plain module rather than a test file)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,13 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return True
     return state in ("Z", "X")
+
+
+def unused_loopback_port() -> int:
+    """A 127.0.0.1 port that nothing listens on now: connecting is refused at once, and a server may bind it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(condition, timeout_s: float, interval_s: float = 0.05) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ import numpy as np
 import pandas
 import pytest
 
+from faults import unused_loopback_port
 import posetrack_app.build as build
 from posetrack_app import PoseTracker
 from posetrack_app.cli import main
@@ -25,14 +25,6 @@ from posetrack_app.structures import Frame
 from scripted_people import LANES_FOR_TIME, RectangleDetector, clip, scripted_pipeline, write_video
 
 STREAM_FPS = 25.0
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def is_listening(port: int) -> bool:
@@ -77,7 +69,7 @@ class MjpegServer:
 def server(tmp_path):
     clip_path = tmp_path / "walkers.avi"
     write_video(clip_path, clip(50, LANES_FOR_TIME, textured=True), STREAM_FPS)
-    served = MjpegServer(clip_path, free_port())
+    served = MjpegServer(clip_path, unused_loopback_port())
     served.start()
     yield served
     served.kill()

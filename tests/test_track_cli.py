@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from faults import unused_loopback_port
 from posetrack_app.cli import main
 
 NO_PROGRESS = ["--no-progress"]
@@ -112,10 +113,7 @@ def _silent_server():
 
 
 def test_refused_connection_says_refused(capsys):
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens on this port now: connecting is refused at once
+    port = unused_loopback_port()
     code, err = _run(capsys, ["track", f"rtsp://127.0.0.1:{port}/live", "--set", "source.open_timeout_s=5",
                               *NO_PROGRESS])
     _assert_user_error(code, err, "cannot open stream", f"connection refused by 127.0.0.1:{port}")

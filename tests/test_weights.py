@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from faults import unused_loopback_port
 from posetrack_app.cli import main
 from posetrack_app.errors import ConfigError, UserError
 from posetrack_app.pose import weights
@@ -164,9 +165,7 @@ def test_server_that_ignores_range_restarts_from_the_beginning(server, tmp_path)
 
 
 def test_no_server_is_a_clear_error_with_the_url_and_the_manual_way(monkeypatch, tmp_path):
-    with socket.socket() as probe:          # a loopback port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_loopback_port()
     monkeypatch.setenv(weights.MIRROR_ENV, f"http://127.0.0.1:{port}")
     monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path / "cache"))
     entry = weights.REGISTRY["hrnet_w48_384x288_posetrack18"]
