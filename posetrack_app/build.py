@@ -6,6 +6,7 @@ missing is an error, and only without weights configured are the detector's own 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Set
 
@@ -168,22 +169,42 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     """The pipeline `cfg` describes. `detector`: a ready detector to use instead of building cfg.detector's (the
     bench command's synthetic clip wraps the real network this way)."""
     schedule = build_detection_schedule(cfg)
-    if detector is None:
-        detector = build_detector(cfg)
     pose_stage = build_pose_stage(cfg)
+    detect_ahead = resolve_detect_ahead(cfg, pose_stage)
+    if detector is None:
+        detector = build_detector(_detector_threads_shared(cfg, detect_ahead))
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, schedule=schedule,
                     box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer,
-                    overlap_stages=resolve_overlap_stages(cfg, pose_stage))
+                    detect_ahead=detect_ahead)
 
 
-def resolve_overlap_stages(cfg: AppConfig, pose_stage) -> bool:
-    """pipeline.overlap_stages as a yes or no: "auto" overlaps when a pose network runs on a GPU."""
+def resolve_detect_ahead(cfg: AppConfig, pose_stage) -> int:
+    """pipeline.detect_ahead as a number of frames; see PipelineConfig for what "auto" picks and why."""
+    from .detection.backends.base import resolve_choice
     from .pose.detector_keypoints import DetectorKeypointPoses
 
-    choice = cfg.pipeline.overlap_stages
-    if isinstance(choice, bool):
-        return choice
-    if choice != "auto":
-        raise ConfigError(f"pipeline.overlap_stages must be true, false or auto, got {choice!r}")
-    return str(cfg.pose.device).startswith("cuda") and not isinstance(pose_stage, DetectorKeypointPoses)
+    d = cfg.detector
+    backend, device, _ = resolve_choice(d.backend, d.device, d.precision, d.model)
+    # ONNX Runtime sessions take concurrent runs; the other backends hold one execution context each.
+    concurrent = backend == "onnxruntime"
+    choice = cfg.pipeline.detect_ahead
+    if choice == "auto":
+        if not isinstance(pose_stage, DetectorKeypointPoses):
+            return 1 if str(cfg.pose.device).startswith("cuda") else 0
+        return 2 if concurrent and device == "cpu" else 0
+    if choice > 1 and not concurrent:
+        raise ConfigError(f"pipeline.detect_ahead={choice} runs the detector on several frames at once, which only "
+                          f"detector.backend=onnxruntime supports (this config runs {backend}): use 0 or 1")
+    return choice
+
+
+def _detector_threads_shared(cfg: AppConfig, detect_ahead: int) -> AppConfig:
+    """With several frames detected at once, each call gets its share of the detector's threads (all cores when
+    detector.intra_op_threads is 0): one thread per core in every call would oversubscribe the machine."""
+    if detect_ahead < 2:
+        return cfg
+    from .config import replace
+
+    total = cfg.detector.intra_op_threads or os.cpu_count() or 1
+    return replace(cfg, **{"detector.intra_op_threads": max(1, total // detect_ahead)})

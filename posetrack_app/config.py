@@ -302,12 +302,15 @@ class PoseTrackOutputConfig(_Validated):
 
 @dataclass(frozen=True)
 class PipelineConfig(_Validated):
-    # Overlap the stages: the detector works on frame t+1 in a worker thread while propagation, the pose network and
-    # the tracker work on frame t; the tracks are those of one frame at a time (pipeline.py, tests/test_overlap.py).
-    # "auto": on when a pose network runs on a GPU; off otherwise: on a small CPU the detector's and the pose
-    # network's threads would fight for the same cores, and without a pose network there is nothing to overlap.
-    # true / false force it.
-    overlap_stages: Union[bool, str] = "auto"
+    # Frames the detector works on ahead of the frame being tracked, each in its own worker thread, while
+    # propagation, the pose stage and the tracker finish the current frame; the tracks are those of one frame at a
+    # time (pipeline.py, tests/test_overlap.py). 0: the detector runs inline. 1: one frame ahead. 2 or more: as many
+    # frames at once, each on its share of detector.intra_op_threads (ONNX Runtime only: its sessions take
+    # concurrent runs). "auto": 1 when a pose network runs on a GPU; 2 when ONNX Runtime runs the detector on the
+    # CPU and no pose network runs (2 cores, 640x480 at 640: about 1.25x the frames per second of 0,
+    # benchmarks/RESULTS.md section 8); otherwise 0, where a CPU pose network's threads would fight the detector's.
+    # Each frame ahead adds a frame of latency on a live source.
+    detect_ahead: Union[int, str] = ranged("auto", 0, 16, words=("auto",))
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,20 @@ Stage protocols (plain duck typing):
     pose_stage(frame: Frame, detections: Detections) -> Poses        (.skeleton: the keypoint layout)
     tracker.propose(frame) -> Detections; tracker.update(frame, poses) -> Tracks; tracker.reset()
 
-Stage overlap (`Pipeline(overlap_stages=True)`, used by `Pipeline.run` and so by `run_stream`): the detector works
-on frame t+1 in a worker thread while propagation, the pose stage and the tracker work on frame t, so a frame costs
-about its slowest stage instead of their sum. The detector sees nothing but its own frame, and the schedule still
-decides for frame t+1 after frame t was tracked, so the tracks are those of `step()` frame by frame. A detector on
-a GPU should launch on its own CUDA stream for its kernels to overlap the pose network's too.
+Detecting ahead (`Pipeline(detect_ahead=k)`, k >= 1, used by `Pipeline.run` and so by `run_stream`): the detector
+works on frames t+1 .. t+k in k worker threads while propagation, the pose stage and the tracker work on frame t,
+so a frame costs about its slowest stage instead of their sum. With k >= 2 the detector also runs on several frames
+at once, each call on its share of the cores: on a small CPU that keeps every core busy through the detector's
+serial parts and through the other threads' work (reader, writer, tracker), where one call spread over all cores
+waits at each operator for its slowest thread. The detector sees nothing but its own frame, and the schedule still
+decides for each frame after the frame before it was tracked, so the tracks are those of `step()` frame by frame.
+A detector on a GPU should launch on its own CUDA stream for its kernels to overlap the pose network's too.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -38,13 +42,13 @@ class Pipeline:
     detect_every: run the detector on every k-th frame only; the tracker's proposals carry the frames between.
     schedule: decides per frame whether the detector runs (detection/schedule.py); replaces detect_every.
     box_merge_iou_threshold: IoU above which a propagated box is a duplicate of a detected one.
-    overlap_stages: `run()` detects the next frame in a worker thread while this one is finished (see the module
-        docstring); `step()` always runs one frame start to end.
+    detect_ahead: `run()` detects this many frames ahead, each in its own worker thread, while this one is finished
+        (see the module docstring); 0 = the detector runs inline. `step()` always runs one frame start to end.
     """
 
     def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1, schedule=None,
                  box_merge_iou_threshold: float = TrackerConfig.box_merge_iou_threshold,
-                 timer: Optional[StageTimer] = None, overlap_stages: bool = False):
+                 timer: Optional[StageTimer] = None, detect_ahead: int = 0):
         from .detection.schedule import FixedSchedule
 
         self.detector = detector
@@ -52,7 +56,9 @@ class Pipeline:
         self.tracker = tracker
         self.schedule = schedule if schedule is not None else FixedSchedule(detect_every)
         self.box_merge_iou_threshold = box_merge_iou_threshold
-        self.overlap_stages = overlap_stages
+        if detect_ahead < 0:
+            raise ValueError(f"detect_ahead must be 0 or more, got {detect_ahead}")
+        self.detect_ahead = detect_ahead
         self.timer = timer or StageTimer()
         # Stages that time their own parts (e.g. TopDownEstimator: pose.crop / pose.network / pose.decode)
         # report them to the pipeline's timer.
@@ -97,29 +103,29 @@ class Pipeline:
         return tracks
 
     def run(self, frames: Iterable[Frame]) -> Iterator[Tuple[Frame, Tracks]]:
-        """(frame, tracks) for each frame, as `step()` gives them; with overlap_stages the detector runs a frame
-        ahead in a worker thread. Reads one frame ahead of the one it yields in that mode."""
-        if not self.overlap_stages:
+        """(frame, tracks) for each frame, as `step()` gives them; with detect_ahead k >= 1 the detector runs k
+        frames ahead in k worker threads, reading k frames ahead of the one it yields."""
+        if not self.detect_ahead:
             for frame in frames:
                 yield frame, self.step(frame)
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect-ahead") as worker:
-            yield from _DetectAhead(self, worker).run(iter(frames))
+        with ThreadPoolExecutor(max_workers=self.detect_ahead, thread_name_prefix="detect-ahead") as worker:
+            yield from _DetectAhead(self, worker, self.detect_ahead).run(iter(frames))
 
 
 class _DetectAhead:
     """The overlapped loop of `Pipeline.run`.
 
     The decision that counts for a frame is the schedule's answer when that frame's turn comes (after the frame
-    before it was tracked), as in `step()`. To start the detector early, the schedule is also asked about the next
-    frame one frame sooner: a guess, exact for a fixed stride, possibly stale for a schedule that looks at the
-    tracks. A guess of "detect" that the real decision overrules costs a discarded detection (timed as
+    before it was tracked), as in `step()`. To start the detector early, the schedule is also asked about each
+    upcoming frame up to `depth` frames sooner: a guess, exact for a fixed stride, possibly stale for a schedule that
+    looks at the tracks. A guess of "detect" that the real decision overrules costs a discarded detection (timed as
     "detect_discarded"); a guess of "skip" that is overruled runs the detector then, without overlap. Either way the
     detections used are the detector's output for that very frame, so results equal `step()`'s.
     """
 
-    def __init__(self, pipeline: Pipeline, worker: ThreadPoolExecutor):
-        self.pipeline, self.worker = pipeline, worker
+    def __init__(self, pipeline: Pipeline, worker: ThreadPoolExecutor, depth: int = 1):
+        self.pipeline, self.worker, self.depth = pipeline, worker, depth
 
     def _timed_detect(self, frame: Frame) -> Tuple[Detections, float]:
         # Timed here and recorded by the consumer, which alone knows whether the result is used. The detector
@@ -129,16 +135,18 @@ class _DetectAhead:
         detections = self.pipeline.detector(frame)
         return detections, clock() - start
 
-    def _launch(self, frame: Optional[Frame], frames_since_reset: int) -> Optional[Future]:
-        if frame is None or not self.pipeline.schedule.should_detect(frame, frames_since_reset):
+    def _launch(self, frame: Frame, frames_since_reset: int) -> Optional[Future]:
+        if not self.pipeline.schedule.should_detect(frame, frames_since_reset):
             return None
         return self.worker.submit(self._timed_detect, frame)
 
     def run(self, frames: Iterator[Frame]) -> Iterator[Tuple[Frame, Tracks]]:
         pipeline, timer = self.pipeline, self.pipeline.timer
-        frame = next(frames, None)
-        ahead = None  # the detection launched for `frame`, if any
-        while frame is not None:
+        first = next(frames, None)
+        # (frame, its detection launched ahead or None), the frame to finish next first.
+        pending = deque([] if first is None else [(first, None)])
+        while pending:
+            frame, ahead = pending.popleft()
             detected = pipeline.schedule.should_detect(frame, pipeline._frames_since_reset)
             if ahead is not None:
                 detections, seconds = ahead.result()
@@ -148,10 +156,13 @@ class _DetectAhead:
                     detections = pipeline.detector(frame)
             if not detected:
                 detections = Detections.empty()
-            upcoming = next(frames, None)
-            ahead = self._launch(upcoming, pipeline._frames_since_reset + 1)
+            while len(pending) < self.depth:
+                upcoming = next(frames, None)
+                if upcoming is None:
+                    break
+                # pending[k] will be finished (k + 1) frames after this one.
+                pending.append((upcoming, self._launch(upcoming, pipeline._frames_since_reset + 1 + len(pending))))
             yield frame, pipeline._finish(frame, detections, detected)
-            frame = upcoming
 
 
 @dataclass

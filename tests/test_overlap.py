@@ -1,16 +1,16 @@
-"""Stage overlap (Pipeline(overlap_stages=True)): the detector works on frame t+1 while the rest of frame t runs.
+"""Detecting ahead (Pipeline(detect_ahead=k)): the detector works on frames t+1 .. t+k while the rest of frame t runs.
 
 Oracles: the sequential `step()` loop (the overlapped run must give the same tracks, frame by frame, under each
-detection schedule), and two threads that wait for each other (the detector of frame t+1 and the pose stage of frame
-t each wait until the other has started: they finish only if they really run at the same time, however slow the
-machine, and fail within the timeout if they do not)."""
+detection schedule and look-ahead), and threads that wait for each other (the detector of frame t+1 and the pose
+stage of frame t each wait until the other has started; two detector calls each wait for the other: they finish
+only if they really run at the same time, however slow the machine, and fail within the timeout if they do not)."""
 import threading
 
 import numpy as np
 import pytest
 
 from posetrack_app.benchmark.synthetic import SyntheticClip, SyntheticDetector
-from posetrack_app.build import build_tracker, resolve_overlap_stages
+from posetrack_app.build import _detector_threads_shared, build_tracker, resolve_detect_ahead
 from posetrack_app.config import AppConfig, load_config
 from posetrack_app.detection.schedule import AdaptiveSchedule, FixedSchedule
 from posetrack_app.errors import ConfigError
@@ -56,10 +56,10 @@ class RecordingSchedule:
         self.schedule.observe(frame, tracks, detected)
 
 
-def _pipeline(clip, schedule, overlap):
+def _pipeline(clip, schedule, detect_ahead):
     tracker = build_tracker(AppConfig(), COCO17)  # FlowTrack: it carries the frames the schedule skips
     return Pipeline(CountingDetector(clip), DetectorKeypointPoses(), tracker, schedule=RecordingSchedule(schedule),
-                    overlap_stages=overlap)
+                    detect_ahead=detect_ahead)
 
 
 def _same_tracks(a, b):
@@ -74,11 +74,12 @@ def _same_tracks(a, b):
     lambda: FixedSchedule(3),
     lambda: AdaptiveSchedule(max_interval_s=0.2, min_reliable_fraction=0.95),
 ], ids=["every frame", "every 3rd frame", "adaptive"])
-def test_overlapped_run_gives_the_sequential_tracks(make_schedule):
+@pytest.mark.parametrize("detect_ahead", [1, 2, 3])
+def test_overlapped_run_gives_the_sequential_tracks(make_schedule, detect_ahead):
     clip = SyntheticClip(4, 320, 240, 24, seed=11)
-    sequential = _pipeline(clip, make_schedule(), overlap=False)
+    sequential = _pipeline(clip, make_schedule(), detect_ahead=0)
     expected = [sequential.step(frame) for frame in clip.frames()]
-    overlapped = _pipeline(clip, make_schedule(), overlap=True)
+    overlapped = _pipeline(clip, make_schedule(), detect_ahead=detect_ahead)
     results = list(overlapped.run(clip.frames()))
 
     assert [frame.index for frame, _ in results] == list(range(len(clip)))
@@ -141,7 +142,7 @@ def test_detector_of_the_next_frame_runs_while_the_pose_stage_works():
     clip = SyntheticClip(2, 160, 120, 6, seed=3)
     rendezvous = Rendezvous()
     pipeline = Pipeline(MeetingDetector(clip, rendezvous, meet_index=3), MeetingPose(rendezvous, meet_index=2),
-                        build_tracker(AppConfig(), COCO17), overlap_stages=True)
+                        build_tracker(AppConfig(), COCO17), detect_ahead=1)
     assert len(list(pipeline.run(clip.frames()))) == len(clip)
     assert rendezvous.detector_started.is_set() and rendezvous.pose_started.is_set()
 
@@ -151,7 +152,7 @@ def test_without_overlap_the_stages_take_turns():
     clip = SyntheticClip(2, 160, 120, 6, seed=3)
     rendezvous = Rendezvous(timeout_s=0.2)
     pipeline = Pipeline(MeetingDetector(clip, rendezvous, meet_index=3), MeetingPose(rendezvous, meet_index=2),
-                        build_tracker(AppConfig(), COCO17), overlap_stages=False)
+                        build_tracker(AppConfig(), COCO17), detect_ahead=0)
     with pytest.raises(AssertionError, match="never ran beside the detector"):
         list(pipeline.run(clip.frames()))
     assert pipeline.detector.calls == [0, 1, 2]  # frame 3's detector had not started
@@ -166,9 +167,10 @@ class ClipSource(FrameSource):
 
 
 @pytest.mark.parametrize("max_frames", [None, 1, 5])
-def test_run_stream_overlapped_reads_no_frame_past_max_frames(max_frames):
+@pytest.mark.parametrize("detect_ahead", [1, 2])
+def test_run_stream_overlapped_reads_no_frame_past_max_frames(max_frames, detect_ahead):
     clip = SyntheticClip(2, 160, 120, 8, seed=5)
-    pipeline = _pipeline(clip, FixedSchedule(1), overlap=True)
+    pipeline = _pipeline(clip, FixedSchedule(1), detect_ahead=detect_ahead)
     summary = run_stream(pipeline, ClipSource(clip), [], max_frames=max_frames)
     expected = len(clip) if max_frames is None else max_frames
     assert summary.frames == expected
@@ -182,10 +184,11 @@ class FailingDetector(CountingDetector):
         return super().__call__(frame)
 
 
-def test_a_detector_error_in_the_worker_reaches_the_caller():
+@pytest.mark.parametrize("detect_ahead", [1, 2])
+def test_a_detector_error_in_the_worker_reaches_the_caller(detect_ahead):
     clip = SyntheticClip(2, 160, 120, 8, seed=5)
     pipeline = Pipeline(FailingDetector(clip), DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17),
-                        overlap_stages=True)
+                        detect_ahead=detect_ahead)
     seen = []
     with pytest.raises(RuntimeError, match="frame 4"):
         for frame, _ in pipeline.run(clip.frames()):
@@ -197,21 +200,87 @@ class NetworkPoseStage:
     """Stands in for a pose network (anything but the detector's keypoints)."""
 
 
-@pytest.mark.parametrize("choice, device, pose_stage, expected", [
-    ("auto", "cuda", NetworkPoseStage(), True),
-    ("auto", "cuda:1", NetworkPoseStage(), True),
-    ("auto", "cpu", NetworkPoseStage(), False),
-    ("auto", "cuda", DetectorKeypointPoses(), False),
-    ("true", "cpu", DetectorKeypointPoses(), True),
-    ("on", "cpu", DetectorKeypointPoses(), True),  # YAML reads on / off as true / false
-    ("false", "cuda", NetworkPoseStage(), False),
+class PairDetector(CountingDetector):
+    """Frames 2 and 3 each wait until the other's detection has started: both return only if they run at once."""
+
+    def __init__(self, clip, timeout_s=RENDEZVOUS_TIMEOUT_S):
+        super().__init__(clip)
+        self.started = {2: threading.Event(), 3: threading.Event()}
+        self.timeout_s = timeout_s
+
+    def __call__(self, frame):
+        if frame.index in self.started:
+            self.started[frame.index].set()
+            other = 5 - frame.index
+            if not self.started[other].wait(self.timeout_s):
+                raise AssertionError(f"the detector of frame {frame.index} never ran beside frame {other}'s")
+        return super().__call__(frame)
+
+
+def test_two_frames_ahead_detects_two_frames_at_once():
+    clip = SyntheticClip(2, 160, 120, 6, seed=3)
+    pipeline = Pipeline(PairDetector(clip), DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17),
+                        detect_ahead=2)
+    assert len(list(pipeline.run(clip.frames()))) == len(clip)
+
+
+def test_one_frame_ahead_detects_one_frame_at_a_time():
+    clip = SyntheticClip(2, 160, 120, 6, seed=3)
+    pipeline = Pipeline(PairDetector(clip, timeout_s=0.2), DetectorKeypointPoses(),
+                        build_tracker(AppConfig(), COCO17), detect_ahead=1)
+    with pytest.raises(AssertionError, match="never ran beside"):
+        list(pipeline.run(clip.frames()))
+
+
+class NetworkPoseStage:
+    """Stands in for a pose network (anything but the detector's keypoints)."""
+
+
+ORT_CPU = ["detector.backend=onnxruntime", "detector.device=cpu"]
+
+
+@pytest.mark.parametrize("overrides, pose_stage, expected", [
+    (["pose.device=cuda"], NetworkPoseStage(), 1),
+    (["pose.device=cuda:1"], NetworkPoseStage(), 1),
+    (["pose.device=cpu"], NetworkPoseStage(), 0),
+    (ORT_CPU, DetectorKeypointPoses(), 2),
+    (["detector.backend=openvino", "detector.device=cpu"], DetectorKeypointPoses(), 0),
+    (["detector.backend=torch", "detector.device=cpu"], DetectorKeypointPoses(), 0),
+    (ORT_CPU + ["pipeline.detect_ahead=0"], DetectorKeypointPoses(), 0),
+    (ORT_CPU + ["pipeline.detect_ahead=1", "pose.device=cpu"], NetworkPoseStage(), 1),
+    (ORT_CPU + ["pipeline.detect_ahead=3"], DetectorKeypointPoses(), 3),
+    (["detector.backend=openvino", "detector.device=cpu", "pipeline.detect_ahead=1"], DetectorKeypointPoses(), 1),
 ])
-def test_overlap_setting(choice, device, pose_stage, expected):
-    cfg = load_config(None, [f"pipeline.overlap_stages={choice}", f"pose.device={device}"])
-    assert resolve_overlap_stages(cfg, pose_stage) is expected
+def test_detect_ahead_setting(overrides, pose_stage, expected):
+    assert resolve_detect_ahead(load_config(None, overrides), pose_stage) == expected
 
 
-def test_unknown_overlap_setting_names_the_choices():
-    cfg = load_config(None, ["pipeline.overlap_stages=maybe"])
-    with pytest.raises(ConfigError, match="pipeline.overlap_stages must be true, false or auto"):
-        resolve_overlap_stages(cfg, NetworkPoseStage())
+@pytest.mark.parametrize("value, message", [
+    ("maybe", "detect_ahead must be in"),
+    ("-1", "detect_ahead must be in"),
+    ("true", "expects int or str"),
+    ("1.5", "expects int or str"),
+])
+def test_bad_detect_ahead_setting_says_what_is_valid(value, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_detect_ahead(load_config(None, ORT_CPU + [f"pipeline.detect_ahead={value}"]), DetectorKeypointPoses())
+
+
+def test_several_frames_at_once_needs_onnxruntime():
+    cfg = load_config(None, ["detector.backend=openvino", "detector.device=cpu", "pipeline.detect_ahead=2"])
+    with pytest.raises(ConfigError, match="only detector.backend=onnxruntime supports"):
+        resolve_detect_ahead(cfg, DetectorKeypointPoses())
+
+
+@pytest.mark.parametrize("threads, detect_ahead, cores, expected", [
+    (0, 2, 2, 1),   # all cores, split in two
+    (0, 2, 16, 8),
+    (0, 3, 2, 1),   # never below one thread
+    (4, 2, 16, 2),  # a fixed count is split too (batch workers set their share)
+    (0, 1, 16, 0),  # one call at a time keeps onnxruntime's own default
+    (6, 0, 16, 6),
+])
+def test_detector_threads_are_shared_between_frames_in_flight(monkeypatch, threads, detect_ahead, cores, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    cfg = load_config(None, [f"detector.intra_op_threads={threads}"])
+    assert _detector_threads_shared(cfg, detect_ahead).detector.intra_op_threads == expected

@@ -141,7 +141,7 @@ def describe_setup(cfg, pipeline) -> Dict[str, object]:
         "pose_flip_test": cfg.pose.flip_test,
         "pose_input_hw": list(getattr(getattr(pose_stage, "backend", None), "input_hw", []) or []) or None,
         "tracker": cfg.tracker.kind,
-        "overlap_stages": pipeline.overlap_stages,
+        "detect_ahead": pipeline.detect_ahead,
     }
     if setup["pose_stage"] == "DetectorKeypointPoses":
         setup["pose_note"] = "no HRNet weights configured: poses are the detector's keypoints, no pose network ran"

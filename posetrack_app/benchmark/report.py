@@ -100,7 +100,8 @@ def format_report(record: Dict[str, object], markdown: bool = False) -> str:
         f"detector: {detector}; providers {', '.join(setup.get('detector_providers') or []) or '-'}; "
         f"input {setup['detector_input_size']}",
         f"pose: {pose}; tracker: {setup['tracker']}"
-        + ("; stages overlapped (the detector a frame ahead, pipelined run)" if setup.get("overlap_stages") else ""),
+        + (f"; the detector {setup['detect_ahead']} frame(s) ahead in worker threads (pipelined run)"
+           if setup.get("detect_ahead") else ""),
         f"machine: {env.get('cpu_model')} ({env.get('cpu_count_usable')} usable cores), GPU {gpu}"
         + (f" (driver {env.get('gpu_driver')})" if env.get("gpu_driver") else "")
         + f"; torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, TensorRT {env.get('tensorrt') or '-'}",
