@@ -27,6 +27,10 @@ DEFAULT_CLIP = REPO.parent / "shared" / "data" / "pets09_s2l1" / "vtest.avi"
 VARIANTS = {
     "default (detector.input_size auto: 960 for 768x576)": [],
     "detector.input_size=640": ["--set", "detector.input_size=640"],
+    # The CPU default detects two frames at once (pipeline.detect_ahead auto = 2); this is the detector inline.
+    "pipeline.detect_ahead=0": ["--set", "pipeline.detect_ahead=0"],
+    "detector.input_size=640, pipeline.detect_ahead=0": ["--set", "detector.input_size=640",
+                                                          "--set", "pipeline.detect_ahead=0"],
 }
 SUMMARY = re.compile(r"(?P<frames>\d+) frames, .*?(?P<fps>[\d.]+) FPS end to end.*?latency capture -> result median "
                      r"(?P<median>\d+) ms, p95 (?P<p95>\d+) ms(?:, (?P<dropped>\d+) stale frames dropped)?")
@@ -92,12 +96,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150, help="frames processed per run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all variants")
     parser.add_argument("--out", type=Path, help="Markdown table to write")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="the configurations to compare (default: all)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         clip = mjpeg_copy(args.clip, Path(folder))
         for round_number in range(1, args.rounds + 1):
-            for name, overrides in VARIANTS.items():
+            for name in args.variants:
+                overrides = VARIANTS[name]
                 row = measure(clip, args.frames, overrides, Path(folder))
                 row.update(variant=name, round=round_number)
                 rows.append(row)
@@ -105,7 +112,8 @@ def main() -> None:
     lines = [
         "# Live-stream latency, capture -> tracked result (`benchmarks/live_latency.py`)",
         "",
-        f"Command: `python benchmarks/live_latency.py --frames {args.frames} --rounds {args.rounds}`",
+        f"Command: `python benchmarks/live_latency.py --frames {args.frames} --rounds {args.rounds}`"
+        + ("" if args.variants == list(VARIANTS) else " (variants: " + "; ".join(args.variants) + ")"),
         f"({os.cpu_count()} CPU cores, shared with other work: load average at each run's start and end beside it).",
         f"Stream: {args.clip.name} re-encoded to MJPEG, served in real time at its header rate by ffmpeg "
         "(`-re -stream_loop -1 -c:v copy -f mpjpeg -listen 1`) on 127.0.0.1; `posetrack track URL --max-frames "

@@ -166,13 +166,14 @@ class PoseTracker:
     @classmethod
     def from_config(cls, config_path: Optional[Union[str, Path]] = None,
                     overrides: Union[Iterable[str], Mapping[str, object]] = (), *, config: Optional[AppConfig] = None,
-                    detector=None) -> "PoseTracker":
+                    detector=None, live: bool = False) -> "PoseTracker":
         """Builds the stages (loads the models) once.
 
         config_path: a YAML preset (configs/*.yaml) or None for the defaults; overrides: "key=value" strings as
         `--set` takes them (["detector.input_size=960"]) or a dict ({"detector.input_size": 960}); config: a ready
         AppConfig instead of both; detector: a ready detector object (`detector(frame) -> Detections`) in place of
-        the configured one.
+        the configured one; live: the sources will be live (a webcam, a stream), so "auto" settings favour latency
+        over throughput (pipeline.detect_ahead).
         """
         from . import build
 
@@ -180,7 +181,7 @@ class PoseTracker:
             config = _config_from(config_path, overrides)
         elif config_path is not None or overrides:
             raise UserError("give either config= or config_path/overrides, not both")
-        pipeline = build.build_pipeline(config) if detector is None else build.build_pipeline(config, detector=detector)
+        pipeline = build.build_pipeline(config, detector=detector, live=live)
         return cls(config, pipeline)
 
     @property

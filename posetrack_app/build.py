@@ -165,12 +165,14 @@ def _build_bare_tracker(cfg: AppConfig, skeleton):
     raise ConfigError(f"unknown tracker.kind {t.kind!r}; choose one of: flowtrack, iou")
 
 
-def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detector=None) -> Pipeline:
+def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detector=None,
+                   live: bool = False) -> Pipeline:
     """The pipeline `cfg` describes. `detector`: a ready detector to use instead of building cfg.detector's (the
-    bench command's synthetic clip wraps the real network this way)."""
+    bench command's synthetic clip wraps the real network this way). `live`: it will track live sources (webcam,
+    stream), so "auto" choices favour latency over throughput."""
     schedule = build_detection_schedule(cfg)
     pose_stage = build_pose_stage(cfg)
-    detect_ahead = resolve_detect_ahead(cfg, pose_stage)
+    detect_ahead = resolve_detect_ahead(cfg, pose_stage, live=live)
     if detector is None:
         detector = build_detector(_detector_threads_shared(cfg, detect_ahead))
     tracker = build_tracker(cfg, pose_stage.skeleton)
@@ -179,7 +181,7 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
                     detect_ahead=detect_ahead)
 
 
-def resolve_detect_ahead(cfg: AppConfig, pose_stage) -> int:
+def resolve_detect_ahead(cfg: AppConfig, pose_stage, live: bool = False) -> int:
     """pipeline.detect_ahead as a number of frames; see PipelineConfig for what "auto" picks and why."""
     from .detection.backends.base import resolve_choice
     from .pose.detector_keypoints import DetectorKeypointPoses
@@ -192,7 +194,9 @@ def resolve_detect_ahead(cfg: AppConfig, pose_stage) -> int:
     if choice == "auto":
         if not isinstance(pose_stage, DetectorKeypointPoses):
             return 1 if str(cfg.pose.device).startswith("cuda") else 0
-        return 2 if concurrent and device == "cpu" else 0
+        # Live: two frames at once on a CPU adds a frame of latency (each call then has half the cores) for a
+        # throughput a stream that drops stale frames barely needs (benchmarks/results/live_latency_cpu_ahead.md).
+        return 2 if concurrent and device == "cpu" and not live else 0
     if choice > 1 and not concurrent:
         raise ConfigError(f"pipeline.detect_ahead={choice} runs the detector on several frames at once, which only "
                           f"detector.backend=onnxruntime supports (this config runs {backend}): use 0 or 1")

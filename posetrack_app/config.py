@@ -307,9 +307,9 @@ class PipelineConfig(_Validated):
     # time (pipeline.py, tests/test_overlap.py). 0: the detector runs inline. 1: one frame ahead. 2 or more: as many
     # frames at once, each on its share of detector.intra_op_threads (ONNX Runtime only: its sessions take
     # concurrent runs). "auto": 1 when a pose network runs on a GPU; 2 when ONNX Runtime runs the detector on the
-    # CPU and no pose network runs (2 cores, 640x480 at 640: about 1.25x the frames per second of 0,
-    # benchmarks/RESULTS.md section 8); otherwise 0, where a CPU pose network's threads would fight the detector's.
-    # Each frame ahead adds a frame of latency on a live source.
+    # CPU, no pose network runs and the input is a file or folder (2 cores: 2.15x -> 2.42x the peer's FPS at 640,
+    # benchmarks/RESULTS.md section 8); otherwise 0: a CPU pose network's threads would fight the detector's, and on
+    # a live source two frames at once add latency (960: median 260 -> 426 ms) for little throughput.
     detect_ahead: Union[int, str] = ranged("auto", 0, 16, words=("auto",))
 
 

@@ -101,9 +101,10 @@ def ids_by_first_appearance(rows: Sequence[Tuple[int, int]]) -> List[int]:
     return sorted(first, key=lambda t: (first[t], t))
 
 
-def scripted_pipeline(cfg=None, detector=None):
+def scripted_pipeline(cfg=None, detector=None, live=False):
     """The real Pipeline around RectangleDetector, the detector-keypoint pose stage and the IoU tracker (exact
-    boxes); a stand-in for build.build_pipeline in CLI tests (monkeypatch it in)."""
+    boxes); a stand-in for build.build_pipeline in CLI tests (monkeypatch it in). `live` is taken as
+    build_pipeline takes it; the scripted pipeline has no choice it changes."""
     from posetrack_app.pipeline import Pipeline
     from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
     from posetrack_app.skeleton import COCO17

@@ -255,6 +255,15 @@ def test_detect_ahead_setting(overrides, pose_stage, expected):
     assert resolve_detect_ahead(load_config(None, overrides), pose_stage) == expected
 
 
+@pytest.mark.parametrize("overrides, pose_stage, expected", [
+    (ORT_CPU, DetectorKeypointPoses(), 0),  # latency first: the detector inline, on all cores
+    (["pose.device=cuda"], NetworkPoseStage(), 1),
+    (ORT_CPU + ["pipeline.detect_ahead=2"], DetectorKeypointPoses(), 2),  # an explicit value holds
+])
+def test_detect_ahead_setting_for_live_sources(overrides, pose_stage, expected):
+    assert resolve_detect_ahead(load_config(None, overrides), pose_stage, live=True) == expected
+
+
 @pytest.mark.parametrize("value, message", [
     ("maybe", "detect_ahead must be in"),
     ("-1", "detect_ahead must be in"),

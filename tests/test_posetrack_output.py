@@ -58,8 +58,9 @@ class ScriptedTracker:
         return Tracks(np.array(PREDICTED[frame.index]), poses)
 
 
-def scripted_pipeline(cfg):
-    """The real Pipeline (and runner) around scripted stages: no detector network, exact known poses."""
+def scripted_pipeline(cfg, detector=None, live=False):
+    """The real Pipeline (and runner) around scripted stages: no detector network, exact known poses (a stand-in
+    for build.build_pipeline, with its signature)."""
     from posetrack_app.pipeline import Pipeline
     from posetrack_app.structures import Detections
 

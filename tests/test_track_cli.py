@@ -285,3 +285,30 @@ def test_summary_line_says_when_detections_overlap(frames_at_once, pose_network,
     summary = RunSummary(frames=10, tracks=2, wall_s=2.0,
                          stage_mean_ms={"detect": 150.0, "pose": 20.0, "track": 1.0})
     assert _summary_line(summary, pose_network, 0, frames_at_once=frames_at_once) == expected
+
+
+class _Built(Exception):
+    """Raised by the stand-in PoseTracker.from_config to stop the command once it has been asked for a tracker."""
+
+
+@pytest.mark.parametrize("sources, live", [
+    (["clip.avi"], False),
+    (["0"], True),
+    (["rtsp://camera.local/stream"], True),
+    (["clip.avi", "http://camera.local/mjpeg"], True),
+])
+def test_track_builds_for_live_sources_when_any_input_is_live(monkeypatch, tmp_path, sources, live):
+    from posetrack_app.api import PoseTracker
+
+    (tmp_path / "clip.avi").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    def from_config(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Built
+
+    monkeypatch.setattr(PoseTracker, "from_config", staticmethod(from_config))
+    with pytest.raises(_Built):
+        main(["track", *sources, "--out-json", "{stem}.jsonl", "--no-progress"])
+    assert seen["live"] is live

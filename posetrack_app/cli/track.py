@@ -170,7 +170,7 @@ def run(args) -> int:
     if not (any(sets[0].values()) or args.show):
         log.warning("no output requested: add --out-video, --out-json, --out-csv, --out-mot, --out-posetrack or "
                     "--show")
-    tracker = PoseTracker.from_config(config=cfg)
+    tracker = PoseTracker.from_config(config=cfg, live=any(file_input(spec) is None for spec in inputs))
     pose_network = not isinstance(tracker.pipeline.pose_stage, DetectorKeypointPoses)
     for number, (spec, outputs) in enumerate(zip(inputs, sets), start=1):
         if len(inputs) > 1:
