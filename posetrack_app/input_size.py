@@ -1,4 +1,4 @@
-"""Detector input size "auto": chosen from the frame size on the first frame.
+"""Detector input size "auto": chosen from the frame size.
 
 The rule (benchmarks/results/compare_trackers_suite.md has every clip at 640, 960 and auto):
 - Frames whose long side is at most 640 px run at 640: never upscaled. Upscaling 640x480 video to 960 tripled the
@@ -11,7 +11,8 @@ The rule (benchmarks/results/compare_trackers_suite.md has every clip at 640, 96
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Tuple
+import threading
+from typing import Callable, Dict, Optional, Tuple
 
 from .structures import Detections, Frame
 
@@ -33,27 +34,30 @@ def auto_input_size(frame_wh: Tuple[int, int]) -> int:
 
 
 class AutoInputSizeDetector:
-    """A detector whose input size is chosen from the first frame's size (and again if the frame size changes).
+    """A detector whose input size is chosen from each frame's size; one real detector per input size, built on the
+    first frame that needs it and kept (a folder of mixed sizes does not rebuild back and forth).
 
     build(size) -> detector: makes the real detector for an input size (build.py passes its own factory).
+    Safe for concurrent calls (pipeline.detect_ahead >= 2): a size is built once, under a lock; detection runs
+    outside it.
     """
 
     def __init__(self, build: Callable[[int], object]):
         self._build = build
-        self._detector = None
-        self._frame_wh: Optional[Tuple[int, int]] = None
+        self._by_size: Dict[int, object] = {}
+        self._lock = threading.Lock()
+        self._detector = None  # the one the latest frame used: its description is the run's
         self.input_size: Optional[int] = None
 
     def __call__(self, frame: Frame) -> Detections:
-        frame_wh = (frame.width, frame.height)
-        if frame_wh != self._frame_wh:
-            size = auto_input_size(frame_wh)
-            if size != self.input_size or self._detector is None:
-                log.info("detector.input_size auto: %d for %dx%d frames", size, *frame_wh)
-                self._detector = self._build(size)
-                self.input_size = size
-            self._frame_wh = frame_wh
-        return self._detector(frame)
+        size = auto_input_size((frame.width, frame.height))
+        with self._lock:
+            detector = self._by_size.get(size)
+            if detector is None:
+                log.info("detector.input_size auto: %d for %dx%d frames", size, frame.width, frame.height)
+                detector = self._by_size[size] = self._build(size)
+            self._detector, self.input_size = detector, size
+        return detector(frame)
 
     def __getattr__(self, name):
         # Attributes of the real detector (e.g. its description) once the first frame has built it.

@@ -1,4 +1,8 @@
 """detector.input_size "auto": the rule, the lazily built detector, and the config value."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -23,7 +27,7 @@ def test_auto_rule(frame_wh, expected):
     assert auto_input_size(frame_wh) == expected
 
 
-def test_auto_detector_is_built_for_the_frame_size_and_rebuilt_when_it_changes():
+def test_auto_detector_is_built_once_per_input_size():
     built = []
 
     def build(size):
@@ -31,10 +35,33 @@ def test_auto_detector_is_built_for_the_frame_size_and_rebuilt_when_it_changes()
         return lambda frame: Detections.empty()
 
     detector = AutoInputSizeDetector(build)
-    for wh in [(640, 480), (640, 480), (1920, 1080), (1920, 1080), (1280, 720)]:
+    for wh in [(640, 480), (640, 480), (1920, 1080), (1920, 1080), (1280, 720), (640, 480)]:
         detector(Frame(0, np.zeros((wh[1], wh[0], 3), np.uint8)))
-    assert built == [640, 1280]      # 1280x720 also resolves to 1280: no rebuild
-    assert detector.input_size == 1280
+        assert detector.input_size == auto_input_size(wh)
+    assert built == [640, 1280]      # 1280x720 also resolves to 1280; back to 640x480 reuses the first
+
+
+def test_auto_detector_under_concurrent_calls_builds_each_size_once_and_detects_each_frame_at_its_size():
+    # Several frames in the detector at once (pipeline.detect_ahead >= 2), of mixed sizes: each frame must be
+    # detected by the detector of its own size, as one call at a time would.
+    built, lock = [], threading.Lock()
+
+    def build(size):
+        with lock:
+            built.append(size)
+        time.sleep(0.05)  # a slow build: the other threads arrive while it runs
+
+        def detect(frame):
+            return Detections(np.zeros((1, 4), np.float32), np.array([size], np.float32))
+        return detect
+
+    detector = AutoInputSizeDetector(build)
+    sizes = [(640, 480), (1920, 1080), (768, 576)] * 8
+    frames = [Frame(i, np.zeros((h, w, 3), np.uint8)) for i, (w, h) in enumerate(sizes)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(detector, frames))
+    assert [int(r.scores[0]) for r in results] == [auto_input_size(wh) for wh in sizes]
+    assert sorted(built) == [640, 960, 1280]
 
 
 @pytest.mark.parametrize("text, expected", [("auto", "auto"), ("1280", 1280), ("640", 640)])
