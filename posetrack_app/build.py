@@ -173,12 +173,17 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     schedule = build_detection_schedule(cfg)
     pose_stage = build_pose_stage(cfg)
     detect_ahead = resolve_detect_ahead(cfg, pose_stage, live=live)
+    ahead_detector = None
     if detector is None:
-        detector = build_detector(_detector_threads_shared(cfg, detect_ahead))
+        detector = build_detector(cfg)
+        if detect_ahead >= 2:
+            # The worker threads' calls run at once, so each gets its share of the cores; `step()` and the calls the
+            # run makes itself keep the detector with all of them.
+            ahead_detector = build_detector(_detector_threads_shared(cfg, detect_ahead))
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, schedule=schedule,
                     box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer,
-                    detect_ahead=detect_ahead)
+                    detect_ahead=detect_ahead, ahead_detector=ahead_detector)
 
 
 def resolve_detect_ahead(cfg: AppConfig, pose_stage, live: bool = False) -> int:
@@ -204,8 +209,9 @@ def resolve_detect_ahead(cfg: AppConfig, pose_stage, live: bool = False) -> int:
 
 
 def _detector_threads_shared(cfg: AppConfig, detect_ahead: int) -> AppConfig:
-    """With several frames detected at once, each call gets its share of the detector's threads (all cores when
-    detector.intra_op_threads is 0): one thread per core in every call would oversubscribe the machine."""
+    """The config of the detector that several frames at once call: each call gets its share of the detector's
+    threads (all cores when detector.intra_op_threads is 0); one thread per core in every call would oversubscribe
+    the machine."""
     if detect_ahead < 2:
         return cfg
     from .config import replace

@@ -44,14 +44,17 @@ class Pipeline:
     box_merge_iou_threshold: IoU above which a propagated box is a duplicate of a detected one.
     detect_ahead: `run()` detects this many frames ahead, each in its own worker thread, while this one is finished
         (see the module docstring); 0 = the detector runs inline. `step()` always runs one frame start to end.
+    ahead_detector: what the worker threads call (default: `detector`): the same network built for that many calls
+        at once, each on its share of the cores; `step()` keeps `detector`, on all of them.
     """
 
     def __init__(self, detector, pose_stage, tracker, *, detect_every: int = 1, schedule=None,
                  box_merge_iou_threshold: float = TrackerConfig.box_merge_iou_threshold,
-                 timer: Optional[StageTimer] = None, detect_ahead: int = 0):
+                 timer: Optional[StageTimer] = None, detect_ahead: int = 0, ahead_detector=None):
         from .detection.schedule import FixedSchedule
 
         self.detector = detector
+        self.ahead_detector = ahead_detector if ahead_detector is not None else detector
         self.pose_stage = pose_stage
         self.tracker = tracker
         self.schedule = schedule if schedule is not None else FixedSchedule(detect_every)
@@ -132,7 +135,7 @@ class _DetectAhead:
         # returns host arrays, so its device work is done when it returns.
         clock = self.pipeline.timer.clock
         start = clock()
-        detections = self.pipeline.detector(frame)
+        detections = self.pipeline.ahead_detector(frame)
         return detections, clock() - start
 
     def _launch(self, frame: Frame, frames_since_reset: int) -> Optional[Future]:

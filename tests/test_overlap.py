@@ -293,3 +293,41 @@ def test_detector_threads_are_shared_between_frames_in_flight(monkeypatch, threa
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     cfg = load_config(None, [f"detector.intra_op_threads={threads}"])
     assert _detector_threads_shared(cfg, detect_ahead).detector.intra_op_threads == expected
+
+
+def test_worker_threads_call_the_ahead_detector_and_step_keeps_the_main_one():
+    # build_pipeline gives the worker threads a detector built for calls at once (a share of the cores each); the
+    # frames the run detects itself, and every step(), use the main detector with all the cores.
+    clip = SyntheticClip(2, 160, 120, 8, seed=5)
+    main_detector, ahead_detector = CountingDetector(clip), CountingDetector(clip)
+    pipeline = Pipeline(main_detector, DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17), detect_ahead=2,
+                        ahead_detector=ahead_detector)
+    assert len(list(pipeline.run(clip.frames()))) == len(clip)
+    assert main_detector.calls == [0]  # the first frame, before anything runs ahead
+    assert sorted(ahead_detector.calls) == list(range(1, len(clip)))
+    pipeline.reset()
+    for frame in clip.frames():
+        pipeline.step(frame)
+    assert main_detector.calls == [0] + list(range(len(clip)))
+    assert len(ahead_detector.calls) == len(clip) - 1
+
+
+@pytest.mark.parametrize("live, expected_threads", [
+    (False, [0, 4]),  # the main detector on all cores, the worker threads' one on half of them
+    (True, [0]),      # a live source keeps the detector inline: one detector
+])
+def test_build_pipeline_builds_a_detector_for_calls_at_once(monkeypatch, live, expected_threads):
+    import posetrack_app.build as build
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    built = []
+
+    def fake_build_detector(cfg):
+        built.append(cfg.detector.intra_op_threads)
+        return CountingDetector(SyntheticClip(1, 160, 120, 2, seed=1))
+
+    monkeypatch.setattr(build, "build_detector", fake_build_detector)
+    pipeline = build.build_pipeline(load_config(None, ORT_CPU), live=live)
+    assert built == expected_threads
+    assert pipeline.detect_ahead == (0 if live else 2)
+    assert (pipeline.ahead_detector is pipeline.detector) is live
