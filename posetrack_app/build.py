@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Set
+from typing import Callable, Optional, Set
 
 from .config import AppConfig
 from .errors import ConfigError, UserError
@@ -166,10 +166,11 @@ def _build_bare_tracker(cfg: AppConfig, skeleton):
 
 
 def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detector=None,
-                   live: bool = False) -> Pipeline:
-    """The pipeline `cfg` describes. `detector`: a ready detector to use instead of building cfg.detector's (the
-    bench command's synthetic clip wraps the real network this way). `live`: it will track live sources (webcam,
-    stream), so "auto" choices favour latency over throughput."""
+                   wrap_detector: Optional[Callable] = None, live: bool = False) -> Pipeline:
+    """The pipeline `cfg` describes. `detector`: a ready detector to use instead of building cfg.detector's.
+    `wrap_detector(network) -> detector`: wraps each detector built from cfg (the bench command's synthetic clip
+    times the real network this way). `live`: it will track live sources (webcam, stream), so "auto" choices favour
+    latency over throughput."""
     schedule = build_detection_schedule(cfg)
     pose_stage = build_pose_stage(cfg)
     detect_ahead = resolve_detect_ahead(cfg, pose_stage, live=live)
@@ -180,6 +181,9 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
             # The worker threads' calls run at once, so each gets its share of the cores; `step()` and the calls the
             # run makes itself keep the detector with all of them.
             ahead_detector = build_detector(_detector_threads_shared(cfg, detect_ahead))
+        if wrap_detector is not None:
+            detector = wrap_detector(detector)
+            ahead_detector = wrap_detector(ahead_detector) if ahead_detector is not None else None
     tracker = build_tracker(cfg, pose_stage.skeleton)
     return Pipeline(detector, pose_stage, tracker, schedule=schedule,
                     box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold, timer=timer,

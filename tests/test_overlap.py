@@ -331,3 +331,29 @@ def test_build_pipeline_builds_a_detector_for_calls_at_once(monkeypatch, live, e
     assert built == expected_threads
     assert pipeline.detect_ahead == (0 if live else 2)
     assert (pipeline.ahead_detector is pipeline.detector) is live
+
+
+def test_build_pipeline_wraps_both_detectors(monkeypatch):
+    # The bench command's synthetic clip times the real network inside a wrapper: the worker threads' detector must
+    # be wrapped too, or they would skip the clip's known persons.
+    import posetrack_app.build as build
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    built = []
+
+    def fake_build_detector(cfg):
+        network = CountingDetector(SyntheticClip(1, 160, 120, 2, seed=1))
+        built.append((cfg.detector.intra_op_threads, network))
+        return network
+
+    monkeypatch.setattr(build, "build_detector", fake_build_detector)
+    wrapped = []
+
+    def wrap(network):
+        wrapped.append(network)
+        return ("wrapped", network)
+
+    pipeline = build.build_pipeline(load_config(None, ORT_CPU), wrap_detector=wrap)
+    assert [threads for threads, _ in built] == [0, 1]
+    assert wrapped == [network for _, network in built]
+    assert pipeline.detector == ("wrapped", built[0][1]) and pipeline.ahead_detector == ("wrapped", built[1][1])

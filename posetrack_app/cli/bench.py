@@ -110,7 +110,7 @@ def _measure(args, cfg, source_info, make_source, clip, notes) -> tuple:
     """Runs each requested mode on a fresh pipeline and source; returns ({mode: BenchRun}, the last pipeline)."""
     from ..benchmark import environment, runs as bench_runs
     from ..benchmark.synthetic import SyntheticDetector
-    from ..build import build_detector, build_pipeline
+    from ..build import build_pipeline
     from ..io.sinks import open_sinks
     from ..timing import StageTimer
 
@@ -118,11 +118,14 @@ def _measure(args, cfg, source_info, make_source, clip, notes) -> tuple:
     modes = ["sequential", "pipelined"] if args.compare else (["sequential"] if args.sequential else ["pipelined"])
     results, pipeline = {}, None
     for mode in modes:
-        detector = None
-        if clip is not None:
-            detector = SyntheticDetector(clip, network=None if args.no_detector_network else build_detector(cfg))
+        detector = wrap = None
+        if clip is not None and args.no_detector_network:
+            detector = SyntheticDetector(clip)
+        elif clip is not None:
+            def wrap(network):  # the real network is timed; the clip's known persons go on
+                return SyntheticDetector(clip, network=network)
         pipeline = build_pipeline(cfg, timer=StageTimer.for_device(cfg.pose.device, mode=args.timer),
-                                  detector=detector)
+                                  detector=detector, wrap_detector=wrap)
         source = make_source()
         sinks = open_sinks(pipeline.skeleton, source.fps, render_options, video=args.out_video, jsonl=args.out_json,
                            raw_keypoints=cfg.tracker.smoothing.enabled)
