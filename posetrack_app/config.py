@@ -306,10 +306,11 @@ class PipelineConfig(_Validated):
     # propagation, the pose stage and the tracker finish the current frame; the tracks are those of one frame at a
     # time (pipeline.py, tests/test_overlap.py). 0: the detector runs inline. 1: one frame ahead. 2 or more: as many
     # frames at once, each on its share of detector.intra_op_threads (ONNX Runtime only: its sessions take
-    # concurrent runs; a second session of the model serves them, so `step()` keeps one on all cores). "auto": 1 when a pose network runs on a GPU; 2 when ONNX Runtime runs the detector on the
-    # CPU, no pose network runs and the input is a file or folder (2 cores: 2.15x -> 2.42x the peer's FPS at 640,
-    # benchmarks/RESULTS.md section 8); otherwise 0: a CPU pose network's threads would fight the detector's, and on
-    # a live source two frames at once add latency (960: median 260 -> 426 ms) for little throughput.
+    # concurrent runs; a second session of the model serves them, so `step()` keeps one on all cores).
+    # "auto": 1 when a pose network runs on a GPU; 2 when ONNX Runtime runs the detector on the CPU, no pose network
+    # runs and the input is a file or folder (2 cores: 2.15x -> 2.42x the peer's FPS at 640, benchmarks/RESULTS.md
+    # section 8); otherwise 0: a CPU pose network's threads would fight the detector's, and on a live source two
+    # frames at once add latency (960: median 260 -> 426 ms) for little throughput.
     detect_ahead: Union[int, str] = ranged("auto", 0, 16, words=("auto",))
 
 

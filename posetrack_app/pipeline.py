@@ -113,7 +113,7 @@ class Pipeline:
                 yield frame, self.step(frame)
             return
         with ThreadPoolExecutor(max_workers=self.detect_ahead, thread_name_prefix="detect-ahead") as worker:
-            yield from _DetectAhead(self, worker, self.detect_ahead).run(iter(frames))
+            yield from _DetectAhead(self, worker).run(iter(frames))
 
 
 class _DetectAhead:
@@ -121,14 +121,15 @@ class _DetectAhead:
 
     The decision that counts for a frame is the schedule's answer when that frame's turn comes (after the frame
     before it was tracked), as in `step()`. To start the detector early, the schedule is also asked about each
-    upcoming frame up to `depth` frames sooner: a guess, exact for a fixed stride, possibly stale for a schedule that
-    looks at the tracks. A guess of "detect" that the real decision overrules costs a discarded detection (timed as
-    "detect_discarded"); a guess of "skip" that is overruled runs the detector then, without overlap. Either way the
-    detections used are the detector's output for that very frame, so results equal `step()`'s.
+    upcoming frame up to `detect_ahead` frames sooner: a guess, exact for a fixed stride, possibly stale for a
+    schedule that looks at the tracks. A guess of "detect" that the real decision overrules costs a discarded
+    detection (timed as "detect_discarded"); a guess of "skip" that is overruled runs the detector then, without
+    overlap. Either way the detections used are the detector's output for that very frame, so results equal
+    `step()`'s.
     """
 
-    def __init__(self, pipeline: Pipeline, worker: ThreadPoolExecutor, depth: int = 1):
-        self.pipeline, self.worker, self.depth = pipeline, worker, depth
+    def __init__(self, pipeline: Pipeline, worker: ThreadPoolExecutor):
+        self.pipeline, self.worker = pipeline, worker
 
     def _timed_detect(self, frame: Frame) -> Tuple[Detections, float]:
         # Timed here and recorded by the consumer, which alone knows whether the result is used. The detector
@@ -159,7 +160,7 @@ class _DetectAhead:
                     detections = pipeline.detector(frame)
             if not detected:
                 detections = Detections.empty()
-            while len(pending) < self.depth:
+            while len(pending) < pipeline.detect_ahead:
                 upcoming = next(frames, None)
                 if upcoming is None:
                     break
