@@ -136,6 +136,7 @@ def mot17_names() -> List[str]:
 def load_clips(names: List[str], cache_dir: Path) -> List[Clip]:
     from synthetic_clips import SYNTHETIC_CLIPS, load_synthetic
 
+    cache_dir.mkdir(parents=True, exist_ok=True)  # the synthetic clips cache their sprites and background here
     clips = []
     for name in names:
         if name == "pets09":

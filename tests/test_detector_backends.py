@@ -213,6 +213,38 @@ def test_auto_choice(monkeypatch, installed, cuda, model, expected):
     assert resolve_choice("auto", "auto", "auto", model) == expected
 
 
+@pytest.mark.parametrize("driver_loads, rocm_node, torch_says, expected", [
+    (False, False, True, False),   # no GPU driver: torch is not even asked (its import is most of a CPU start-up)
+    (True, False, True, True),     # the NVIDIA driver loads: torch decides
+    (True, False, False, False),   # e.g. CUDA_VISIBLE_DEVICES="" or a CPU-only torch build
+    (False, True, True, True),     # ROCm: torch's HIP build answers torch.cuda.is_available()
+])
+def test_cuda_check_imports_torch_only_where_a_driver_is(monkeypatch, tmp_path, driver_loads, rocm_node,
+                                                         torch_says, expected):
+    import ctypes
+    import sys
+
+    import torch
+
+    def fake_cdll(name, *args, **kwargs):
+        if not driver_loads:
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+
+    def torch_answer():
+        assert driver_loads or rocm_node, "torch was asked although no GPU driver is installed"
+        return torch_says
+
+    node = tmp_path / "kfd"
+    if rocm_node:
+        node.touch()
+    monkeypatch.setattr(backends_base, "CUDA_DRIVER_LIBRARIES", {sys.platform: ("libcuda.so.1",)})
+    monkeypatch.setattr(backends_base, "ROCM_DEVICE", str(node))
+    monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
+    monkeypatch.setattr(torch.cuda, "is_available", torch_answer)
+    assert backends_base._cuda_available() is expected
+
+
 @pytest.mark.parametrize("backend, device, precision, cuda, expected", [
     ("torch", "auto", "auto", False, ("torch", "cpu", "fp32")),
     ("torch", "cuda:1", "auto", True, ("torch", "cuda:1", "fp16")),

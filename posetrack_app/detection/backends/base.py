@@ -63,8 +63,31 @@ class DetectorOptions:
     int8_calibration_frames: int = 64
 
 
+# Libraries a CUDA-capable torch needs on each platform (the NVIDIA driver's), and the device node of ROCm, whose
+# torch builds also answer torch.cuda.is_available().
+CUDA_DRIVER_LIBRARIES = {"win32": ("nvcuda.dll",), "linux": ("libcuda.so.1", "libcuda.so")}
+ROCM_DEVICE = "/dev/kfd"
+
+
+def _gpu_driver_present() -> bool:
+    """Whether a GPU driver torch could use is installed. Asked before importing torch: on a small CPU-only
+    machine the import alone takes about 4 s, most of the start-up of a default run, only to learn there is no
+    GPU."""
+    import ctypes
+    import os
+    import sys
+
+    for name in CUDA_DRIVER_LIBRARIES.get(sys.platform, ()):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return os.path.exists(ROCM_DEVICE)
+
+
 def _cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
+    if importlib.util.find_spec("torch") is None or not _gpu_driver_present():
         return False
     import torch
     return torch.cuda.is_available()
