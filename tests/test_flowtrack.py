@@ -347,6 +347,47 @@ def test_propagation_is_bounded_in_seconds_at_any_frame_rate(fps):
     assert all(n == 0 for t, n, p in out if t - last_detected_s > 0.5 + 1e-6)
 
 
+class _ReEstimatingPoses:
+    """A pose stage that, like HRNet, estimates the joints in every box afresh: the carried boxes' joints score 0.7."""
+
+    def __call__(self, frame, detections):
+        poses = DetectorKeypointPoses()(frame, detections)
+        carried = poses.proposed_by >= 0
+        poses.keypoint_scores[carried] = 0.7
+        return poses
+
+
+@pytest.mark.parametrize("fps", [7.0, 25.0, 30.0])
+@pytest.mark.parametrize("pose_stage, carried_score", [(DetectorKeypointPoses(), 0.9), (_ReEstimatingPoses(), 0.7)])
+def test_carried_joint_scores_fall_by_the_decay_since_the_last_detection(fps, pose_stage, carried_score):
+    """Detected at 0.9 until 1 s, then carried by flow for max_propagation_s: a reported carried joint scores what
+    the pose stage gave it times PROPAGATED_SCORE_DECAY_PER_S ** (seconds since the last detection), whatever the
+    frame rate and whether the pose stage passes the proposal's joints through (their scores must not decay again
+    on every frame) or estimates them afresh (their scores must decay too)."""
+    from posetrack_app.tracking.flowtrack import PROPAGATED_SCORE_DECAY_PER_S
+
+    scene, tracker = Scene(seed=12), _tracker(max_propagation_s=0.5)
+    last_detected_s, carried = None, []
+    for i in range(int(round(1.6 * fps))):
+        t = i / fps
+        image, boxes, keypoints = scene.render([(20 + 60.0 * t, 60)])
+        frame = Frame(i, image, t)
+        proposals = tracker.propose(frame)
+        det = _poses(boxes, keypoints, [0] if t < 1.0 else [], 0.9)
+        detections = Detections(det.boxes_xyxy, det.box_scores,
+                                np.concatenate([det.keypoints, det.keypoint_scores[..., None]], axis=2))
+        tracks = tracker.update(frame, pose_stage(frame, merge_detections(detections, proposals, 0.7)))
+        if t < 1.0:
+            last_detected_s = t
+        elif len(tracks):
+            expected = carried_score * PROPAGATED_SCORE_DECAY_PER_S ** (t - last_detected_s)
+            # Joints that fail the flow's forward-backward check score less still; the best joint is a flowed one.
+            carried.append((t, float(tracks.poses.keypoint_scores[0].max()), expected))
+    assert len(carried) >= int(0.5 * fps) - 1, "the pose was not carried for max_propagation_s"
+    for t, got, expected in carried:
+        assert got == pytest.approx(expected, abs=1e-5), f"t={t:.3f} s"
+
+
 @pytest.mark.parametrize("fps", [7.0, 30.0])
 def test_no_propagated_pose_without_flow_evidence(fps):
     """The person leaves the image (replaced by background) when the detector loses them: the joints' flow fails

@@ -73,7 +73,10 @@ MIN_RELIABLE_JOINT_FRACTION = 0.5
 FLOW_KALMAN_MAX_DISAGREEMENT = 0.15
 KALMAN_SETTLED_HITS = 3
 # Scores of a pose carried by flow alone fall by this factor per second since its last detection, so carried
-# poses rank below detected ones and fade out (0.8 per second: the PETS09-tuned 0.97 per frame at 7 fps).
+# poses rank below detected ones and fade out (0.8 per second: the PETS09-tuned 0.97 per frame at 7 fps). The
+# track keeps its joints' scores undecayed and the decay is applied where a carried pose is judged and reported,
+# so it is the same whatever the frame rate and whether the pose stage re-estimates the joints or passes the
+# proposal's through.
 PROPAGATED_SCORE_DECAY_PER_S = 0.8
 # A carried pose whose mean keypoint score falls below this ends its track's run (the pose stage found no person
 # in the propagated box, or the decay has run long).
@@ -282,18 +285,26 @@ class FlowTracker:
                 and float(_pose_score(track.pred_scores * self._decay(track))) >= MIN_PROPAGATED_POSE_SCORE)
 
     def propose(self, frame: Frame) -> Detections:
-        """Propagated boxes of the tracks that may be carried into `frame`: boxes [N, 4], decayed scores [N], warped
-        joints [N, K, 3] (x, y, decayed score), proposed_by [N] (track ids)."""
+        """Propagated boxes of the tracks that may be carried into `frame`: boxes [N, 4], decayed box scores [N],
+        warped joints [N, K, 3] (x, y, score; undecayed, see PROPAGATED_SCORE_DECAY_PER_S), proposed_by [N] (track
+        ids)."""
         self._advance(frame)
         chosen = [t for t in self._tracks if self._may_propagate(t)]
         if not chosen:
             return Detections.empty(self.num_keypoints)
         decay = np.array([self._decay(t) for t in chosen], np.float32)
         keypoints = np.concatenate([np.stack([t.pred_keypoints for t in chosen]),
-                                    (np.stack([t.pred_scores for t in chosen]) * decay[:, None])[..., None]], axis=2)
+                                    np.stack([t.pred_scores for t in chosen])[..., None]], axis=2)
         return Detections(np.stack([t.pred_box for t in chosen]),
                           np.array([t.box_score for t in chosen], np.float32) * decay, keypoints,
                           np.array([t.track_id for t in chosen], np.int64))
+
+    def _carried_decay(self, poses: Poses) -> np.ndarray:
+        """[N] the score decay of each pose: 1 for detector poses, the proposing track's for carried ones (0 where
+        that track is no longer reported: nothing for the pose to continue)."""
+        by_id = {t.track_id: t for t in self._tracks if t.state == TRACKED}
+        return np.array([1.0 if owner == DETECTOR else (self._decay(by_id[owner]) if owner in by_id else 0.0)
+                         for owner in poses.proposed_by.tolist()], np.float32)
 
     # --------------------------------------------------------------- update
     def update(self, frame: Frame, poses: Poses) -> Tracks:
@@ -308,19 +319,22 @@ class FlowTracker:
             if track.pred_keypoints is None:  # created in the previous update without a frame in between
                 track.pred_keypoints, track.pred_scores = track.keypoints.copy(), track.keypoint_scores.copy()
                 track.pred_box = track.box_xyxy.copy()
-        detected, carried = self._suppress_duplicates(poses)
+        decay = self._carried_decay(poses)
+        detected, carried = self._suppress_duplicates(poses, decay)
         assigned = self._associate(poses, detected, carried)
         self._update_life_cycle(frame, poses, detected, assigned)
-        return self._report(poses, assigned)
+        return self._report(poses, decay, assigned)
 
-    def _suppress_duplicates(self, poses: Poses):
-        """Pose NMS with detector poses first. Returns (detector pose rows, propagated pose rows) that survive."""
+    def _suppress_duplicates(self, poses: Poses, decay: np.ndarray):
+        """Pose NMS with detector poses first. Returns (detector pose rows, propagated pose rows) that survive.
+        decay: [N] from _carried_decay."""
         n = len(poses)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         propagated = poses.proposed_by != DETECTOR
-        # A carried pose whose joints the pose stage could not find (no person left in the box) is no evidence.
-        keep = ~(propagated & (_pose_score(poses.keypoint_scores) < MIN_PROPAGATED_POSE_SCORE))
+        # A carried pose whose joints the pose stage could not find (no person left in the box), or whose decay has
+        # run long, is no evidence.
+        keep = ~(propagated & (_pose_score(poses.keypoint_scores) * decay < MIN_PROPAGATED_POSE_SCORE))
         candidates = np.flatnonzero(keep)
         # Priority, not score: +2 puts every detector pose ahead of every propagated one, and +4 every strong
         # detection ahead of every weak one.
@@ -477,12 +491,13 @@ class FlowTracker:
             track.track_id = self._next_id
             self._next_id += 1
 
-    def _report(self, poses: Poses, assigned: Dict[int, _Track]) -> Tracks:
+    def _report(self, poses: Poses, decay: np.ndarray, assigned: Dict[int, _Track]) -> Tracks:
         report = sorted((i, t) for i, t in assigned.items() if t.state == TRACKED and t.matched)
         rows = np.array([i for i, _ in report], dtype=np.int64)
         reported = poses.select(rows) if len(rows) else Poses.empty(self.num_keypoints)
         if len(rows):  # the tracker's box (see box_flow_weight), not only the box the pose was estimated in
             reported.boxes_xyxy = np.stack([t.box_xyxy for _, t in report]).astype(np.float32)
+            reported.keypoint_scores = (reported.keypoint_scores * decay[rows, None]).astype(np.float32)
         info = {
             "lost_tracks": sum(t.state == LOST for t in self._tracks),
             "tentative_tracks": sum(t.state == TENTATIVE for t in self._tracks),
