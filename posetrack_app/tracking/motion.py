@@ -7,9 +7,9 @@ height, and `predict` steps by the seconds elapsed since the filter's previous t
 Until 2026-11-30 the filter counted pixels and frames (1 px/frame^2 of acceleration, 4 px of box jitter, 10 px/frame
 of initial speed), values that suited PETS09 (7 fps, people about 80 px tall). The acceleration and jitter below are
 those values converted at PETS09's rate and size, so PETS09 tracks as before (the initial speed is wider, for
-panning cameras); elsewhere the old filter drifted with the frame rate
-and the person's size: at 30 fps it allowed 18 times PETS09's acceleration per second^2, and at crossings a track's
-velocity followed the person passing in front. Dev suite (benchmarks/results/compare_trackers_suite.md), FlowTrack's
+panning cameras). Elsewhere the old filter drifted with the frame rate and the person's size: at 30 fps it allowed
+18 times PETS09's acceleration per second^2, and at crossings a track's velocity followed the person passing in
+front. Dev suite (benchmarks/results/compare_trackers_suite.md), FlowTrack's
 mean MOTA / IDF1 / ID switches at detector size 640, 960, auto: before 33.0 / 40.8 / 15, 38.7 / 47.9 / 40,
 43.4 / 53.9 / 39; after 33.0 / 41.7 / 13, 38.7 / 50.8 / 35, 43.5 / 55.3 / 38. Only the 25 and 30 fps clips move:
 syn30 IDF1 59.2 -> 74.5 and syn25 at 960 69.8 -> 86.1 (ID switches 4 -> 0), for syn25's MOTA -0.4 (-0.8 at 960).
