@@ -65,11 +65,12 @@ def test_predicting_to_a_time_not_after_the_filters_own_changes_nothing(time_s):
     motion = CenterMotion(np.array([10.0, 20.0]), 100.0, 0.0)
     motion.predict(0.1, 100.0)
     motion.update(np.array([12.0, 20.0]), 100.0)
-    before = (motion.x.copy(), motion.P.copy(), motion.time_s)
+    before = (motion.center, motion.velocity, motion.covariance, motion.time_s)
     motion.predict(motion.time_s + time_s, 100.0)
-    np.testing.assert_array_equal(motion.x, before[0])
-    np.testing.assert_array_equal(motion.P, before[1])
-    assert motion.time_s == before[2]
+    np.testing.assert_array_equal(motion.center, before[0])
+    np.testing.assert_array_equal(motion.velocity, before[1])
+    np.testing.assert_array_equal(motion.covariance, before[2])
+    assert motion.time_s == before[3]
 
 
 def test_velocity_is_in_pixels_per_second():
@@ -77,5 +78,5 @@ def test_velocity_is_in_pixels_per_second():
     for i in range(1, 31):
         motion.predict(i / 30.0, 100.0)
         motion.update(np.array([60.0 * i / 30.0, 0.0]), 100.0)
-    assert motion.x[2] == pytest.approx(60.0, rel=0.02)
-    assert abs(motion.x[3]) < 1e-6
+    assert motion.velocity[0] == pytest.approx(60.0, rel=0.02)
+    assert abs(motion.velocity[1]) < 1e-6

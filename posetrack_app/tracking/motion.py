@@ -28,45 +28,65 @@ MEASUREMENT_STD_HEIGHTS = 0.05
 # filter lags the pan and flow is overruled, so ids change).
 INITIAL_VELOCITY_STD_HEIGHTS_PER_S = 3.0
 
-_H = np.hstack([np.eye(2), np.zeros((2, 2))])  # measures the centre, not the velocity
-
 
 class CenterMotion:
     """Constant-velocity filter on one person's box centre. `center_xy`: pixels; `height_px`: the person's height;
-    `time_s`: when the centre was seen."""
+    `time_s`: when the centre was seen.
+
+    x and y move independently under the same noises, so both share one 2x2 covariance of (position, velocity),
+    kept as three floats: the filter runs for every track on every frame, and scalar arithmetic costs a fraction of
+    4x4 matrix products."""
 
     def __init__(self, center_xy: np.ndarray, height_px: float, time_s: float):
         h = max(1.0, float(height_px))
-        self.x = np.concatenate([np.asarray(center_xy, np.float64).reshape(2), np.zeros(2)])
-        self.P = np.diag([(MEASUREMENT_STD_HEIGHTS * h) ** 2] * 2 + [(INITIAL_VELOCITY_STD_HEIGHTS_PER_S * h) ** 2] * 2)
+        self._position = np.asarray(center_xy, np.float64).reshape(2).copy()
+        self._velocity = np.zeros(2)
+        # Covariance of (position, velocity) along either axis, in pixels and pixels per second.
+        self._p00 = (MEASUREMENT_STD_HEIGHTS * h) ** 2
+        self._p01 = 0.0
+        self._p11 = (INITIAL_VELOCITY_STD_HEIGHTS_PER_S * h) ** 2
         self.time_s = float(time_s)
 
     @property
     def center(self) -> np.ndarray:
         """[2] the centre (x, y) in pixels at the filter's time."""
-        return self.x[:2]
+        return self._position.copy()
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """[2] (vx, vy) in pixels per second."""
+        return self._velocity.copy()
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """[2, 2] covariance of (position, velocity) along either axis."""
+        return np.array([[self._p00, self._p01], [self._p01, self._p11]])
 
     def predict(self, time_s: float, height_px: float) -> None:
         """Move the state to `time_s` (no-op for a time not after the filter's own)."""
         dt = float(time_s) - self.time_s
         if dt <= 0.0:
             return
-        eye = np.eye(2)
-        F = np.block([[eye, dt * eye], [np.zeros((2, 2)), eye]])
-        # Piecewise-constant white acceleration over the step.
+        # Piecewise-constant white acceleration over the step: F = [[1, dt], [0, 1]], P <- F P F^T + Q.
         q = (ACCELERATION_STD_HEIGHTS_PER_S2 * max(1.0, float(height_px))) ** 2
-        Q = q * np.block([[dt ** 4 / 4 * eye, dt ** 3 / 2 * eye], [dt ** 3 / 2 * eye, dt ** 2 * eye]])
-        self.x = F @ self.x
-        self.P = F @ self.P @ F.T + Q
+        p00, p01, p11 = self._p00, self._p01, self._p11
+        self._p00 = p00 + 2.0 * dt * p01 + dt * dt * p11 + q * dt ** 4 / 4.0
+        self._p01 = p01 + dt * p11 + q * dt ** 3 / 2.0
+        self._p11 = p11 + q * dt * dt
+        self._position = self._position + dt * self._velocity
         self.time_s = float(time_s)
 
     def update(self, center_xy: np.ndarray, height_px: float) -> None:
         """Fold in a measured centre (pixels) of a person `height_px` tall, at the filter's time."""
-        R = np.eye(2) * (MEASUREMENT_STD_HEIGHTS * max(1.0, float(height_px))) ** 2
-        residual = np.asarray(center_xy, np.float64).reshape(2) - _H @ self.x
-        S = _H @ self.P @ _H.T + R
-        gain = self.P @ _H.T @ np.linalg.inv(S)
-        self.x = self.x + gain @ residual
-        # Joseph form: stays symmetric and positive definite under rounding.
-        A = np.eye(4) - gain @ _H
-        self.P = A @ self.P @ A.T + gain @ R @ gain.T
+        r = (MEASUREMENT_STD_HEIGHTS * max(1.0, float(height_px))) ** 2
+        p00, p01, p11 = self._p00, self._p01, self._p11
+        s = p00 + r
+        k0, k1 = p00 / s, p01 / s
+        residual = np.asarray(center_xy, np.float64).reshape(2) - self._position
+        self._position = self._position + k0 * residual
+        self._velocity = self._velocity + k1 * residual
+        # Joseph form, (I - K H) P (I - K H)^T + K r K^T: stays positive definite under rounding.
+        a = 1.0 - k0
+        self._p00 = a * a * p00 + k0 * k0 * r
+        self._p01 = a * (p01 - k1 * p00) + k0 * k1 * r
+        self._p11 = p11 - 2.0 * k1 * p01 + k1 * k1 * p00 + k1 * k1 * r
