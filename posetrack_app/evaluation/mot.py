@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..errors import UserError
 from ..ops.boxes import box_iou, xywh_to_xyxy
@@ -111,6 +110,9 @@ def _drop_on_non_targets(gt_xywh, pred_xywh, iou_threshold: float) -> np.ndarray
     keep = np.ones(len(pred_xywh), bool)
     if len(gt_xywh) == 0 or len(pred_xywh) == 0:
         return keep
+    # Imported here: scipy.optimize takes about a second to import, and `track` loads this module with the CLI.
+    from scipy.optimize import linear_sum_assignment
+
     iou = box_iou(xywh_to_xyxy(gt_xywh), xywh_to_xyxy(pred_xywh))
     rows, cols = linear_sum_assignment(-np.where(iou >= iou_threshold, iou, 0.0))
     hit = iou[rows, cols] >= iou_threshold

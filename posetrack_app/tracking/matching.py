@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 MatchResult = Tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -68,6 +67,9 @@ def hungarian_match(similarity: np.ndarray, threshold: float) -> MatchResult:
     # Valid pairs keep a positive weight (shifted above 0) so the solver prefers any valid pair to none.
     low = np.min(np.where(ok, similarity, np.inf)) if ok.any() else 0.0
     weights = np.where(ok, similarity - low + 1.0, 0.0)
+    # Imported here: scipy.optimize takes about a second to import, and the default trackers match greedily.
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(weights, maximize=True)
     keep = ok[rows, cols]
     order = np.argsort(-similarity[rows[keep], cols[keep]], kind="stable")
