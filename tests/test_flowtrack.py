@@ -314,9 +314,11 @@ def test_a_track_needs_more_than_one_weak_detection(scores, reported):
         assert (len(tracks) == 1) == expect, f"frame {t}"
 
 
-def _walk(tracker, fps, detected_until_s, seconds=3.0, speed_px_s=60.0, hide_after_s=None):
-    """One person walking right at `speed_px_s`; the detector sees them until `detected_until_s`; from `hide_after_s`
-    they are gone from the image too. Returns the reported (time s, propagated?) per frame."""
+def _walk_tracks(tracker, fps, detected_until_s, seconds=3.0, speed_px_s=60.0, hide_after_s=None, pose_stage=None):
+    """One person walking right at `speed_px_s`; the detector sees them (score 0.9) until `detected_until_s`; from
+    `hide_after_s` they are gone from the image too. `pose_stage` (default: the detector's keypoints) makes the poses
+    of the merged boxes. Returns (time s, reported Tracks) per frame."""
+    pose_stage = pose_stage or DetectorKeypointPoses()
     scene = Scene(seed=12)
     out = []
     for i in range(int(round(seconds * fps))):
@@ -329,9 +331,14 @@ def _walk(tracker, fps, detected_until_s, seconds=3.0, speed_px_s=60.0, hide_aft
         detections = Detections(det.boxes_xyxy, det.box_scores,
                                 np.concatenate([det.keypoints, det.keypoint_scores[..., None]], axis=2))
         merged = merge_detections(detections, proposals, 0.7)
-        tracks = tracker.update(frame, DetectorKeypointPoses()(frame, merged))
-        out.append((t, len(tracks), tracks.info["propagated_poses"]))
+        out.append((t, tracker.update(frame, pose_stage(frame, merged))))
     return out
+
+
+def _walk(tracker, fps, detected_until_s, **walk):
+    """_walk_tracks as (time s, people reported, of them carried by flow) per frame."""
+    return [(t, len(tracks), tracks.info["propagated_poses"])
+            for t, tracks in _walk_tracks(tracker, fps, detected_until_s, **walk)]
 
 
 @pytest.mark.parametrize("fps", [7.0, 25.0, 30.0])
@@ -366,17 +373,9 @@ def test_carried_joint_scores_fall_by_the_decay_since_the_last_detection(fps, po
     on every frame) or estimates them afresh (their scores must decay too)."""
     from posetrack_app.tracking.flowtrack import PROPAGATED_SCORE_DECAY_PER_S
 
-    scene, tracker = Scene(seed=12), _tracker(max_propagation_s=0.5)
     last_detected_s, carried = None, []
-    for i in range(int(round(1.6 * fps))):
-        t = i / fps
-        image, boxes, keypoints = scene.render([(20 + 60.0 * t, 60)])
-        frame = Frame(i, image, t)
-        proposals = tracker.propose(frame)
-        det = _poses(boxes, keypoints, [0] if t < 1.0 else [], 0.9)
-        detections = Detections(det.boxes_xyxy, det.box_scores,
-                                np.concatenate([det.keypoints, det.keypoint_scores[..., None]], axis=2))
-        tracks = tracker.update(frame, pose_stage(frame, merge_detections(detections, proposals, 0.7)))
+    for t, tracks in _walk_tracks(_tracker(max_propagation_s=0.5), fps, detected_until_s=1.0, seconds=1.6,
+                                  pose_stage=pose_stage):
         if t < 1.0:
             last_detected_s = t
         elif len(tracks):
