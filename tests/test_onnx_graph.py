@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from posetrack_app.detection.onnx_graph import cpu_model_bytes, rewrite_softmax_expectation
+from posetrack_app.detection.onnx_graph import rewritten_model_bytes, rewrite_softmax_expectation
 
 BINS, SIDES, ANCHORS = 16, 4, 50
 
@@ -98,7 +98,7 @@ def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
 
     detector = YoloPoseDetector.build(backend="onnxruntime", device="cpu", precision="fp32", input_size=640)
     path = detector.backend.onnx_path
-    assert cpu_model_bytes(path) is not None, "the export no longer has the Softmax + Conv decoder"
+    assert rewritten_model_bytes(path) is not None, "the export no longer has the Softmax + Conv decoder"
     image = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
     letterboxed = letterbox_image(image, letterbox_params(image.shape[:2], 640))
     blob = np.ascontiguousarray(letterboxed[None, :, :, ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
@@ -107,5 +107,5 @@ def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
     got = detector.backend.run(blob)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-3  # pixels for boxes and keypoints; about 1e-4 measured
-    assert "Softmax" not in {node.op_type for node in onnx.load_from_string(cpu_model_bytes(path)).graph.node
+    assert "Softmax" not in {node.op_type for node in onnx.load_from_string(rewritten_model_bytes(path)).graph.node
                              if "dfl" in node.name}

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from ...errors import UserError
 from ...onnx_providers import CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
-from ..onnx_graph import cpu_model_bytes
+from ..onnx_graph import rewritten_model_bytes
 from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class OnnxRuntimeNetwork:
         try:
             # The box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py), in memory: the file,
             # which may be the user's, is left as it is.
-            model = cpu_model_bytes(onnx_path)
+            model = rewritten_model_bytes(onnx_path)
             self.session = ort.InferenceSession(model if model is not None else str(onnx_path), sess_options=options,
                                                 providers=list(chosen), provider_options=provider_options)
         except Exception as exc:  # onnx and onnxruntime raise their own exception types for unreadable models
