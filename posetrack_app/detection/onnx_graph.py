@@ -62,7 +62,8 @@ def _find_softmax_expectation(graph):
     return None
 
 
-def opset_version(model) -> int:
+def _opset_version(model) -> int:
+    """The default-domain opset the model imports (0 if none)."""
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
 
 
@@ -75,7 +76,7 @@ def rewrite_softmax_expectation(model) -> bool:
     graph = model.graph
     # Before opset 13, Softmax(axis=1) normalized over every axis from 1 on (the input flattened to 2-D): another
     # function, which this rewrite does not reproduce.
-    opset = opset_version(model)
+    opset = _opset_version(model)
     found = _find_softmax_expectation(graph) if opset >= 13 else None
     if found is None:
         return False
@@ -116,4 +117,5 @@ def rewritten_model_bytes(onnx_path) -> Optional[bytes]:
     if not rewrite_softmax_expectation(model):
         log.debug("%s: no Softmax + 1x1 Conv decoder to rewrite", onnx_path)
         return None
+    log.debug("%s: decoder Softmax rewritten as Exp / ReduceSum", onnx_path)
     return model.SerializeToString()
