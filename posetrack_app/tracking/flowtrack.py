@@ -23,9 +23,8 @@ Per frame t (the pipeline calls `propose`, merges boxes, runs the pose stage, th
      tracks' propagated boxes. A propagated pose may continue only the track that proposed it.
   5. Life cycle (`_update_life_cycle`): a new track starts from an unmatched strong detector pose scoring at least
      `new_track_min_score`; a weak pose never starts one. It is reported at once when that first score reaches
-     `confirm_score` and its box is not where a lost track is predicted (LOST_CLAIM_IOU), else from its second
-     consecutive strong detection (CONFIRM_HITS; a tentative track that misses a frame is dropped), so a single weak
-     detection never becomes a reported person. A reported track that finds no
+     `confirm_score`, else from its second consecutive strong detection (CONFIRM_HITS; a tentative track that misses
+     a frame is dropped), so a single weak detection never becomes a reported person. A reported track that finds no
      pose is lost: not reported, moved by a constant-velocity Kalman filter on its box centre at the size it had
      before it was hidden (SIZE_MEMORY_S), with the joint confidences of its last detection, and kept `max_lost_s`
      seconds so its id can come back.
@@ -96,14 +95,6 @@ LOST_SCALE_GROWTH_PER_S = 1.0
 # detection (ByteTrack's activation rule); one that misses the frame in between is dropped unreported. The bag of
 # issue 12 (one detection at 0.36) never is.
 CONFIRM_HITS = 2
-# A new track whose first box overlaps a lost track's predicted box at least this much is not reported at once, even
-# from a strong detection: a person coming back from behind an occluder is often first seen cut (too short for the
-# size gate, too little overlap for the IoU fallback), and the lost track takes them back at the next, fuller
-# detection. Reporting the cut detection at once gave them a new id for that frame: two identity switches. Costs a
-# new person who appears right where someone was lost one frame of delay. Suite at detector size 960 and auto: syn7
-# ID switches 4 -> 2 (MOTA +0.3, IDF1 +0.1, pose MOTA +0.4, pose mAP -0.2), PETS09 MOTA +0.1, at 960 syn25 +0.1
-# MOTA and IDF1; nothing else moves, nothing at 640. The same from 0.05 to 0.2; 0.3 changes nothing.
-LOST_CLAIM_IOU = 0.1
 # The id of a track not yet reported (ids start at 1; see _Track.track_id).
 UNCONFIRMED_ID = 0
 # The person's size is the largest detected box (width and height apart) of the last this-many seconds: occlusion
@@ -489,15 +480,10 @@ class FlowTracker:
             detected_scores=poses.keypoint_scores[index].copy(),
             sizes=[(self._now_s, float(box[2] - box[0]), float(box[3] - box[1]))], matched=True,
         )
-        if score >= self.confirm_score - 1e-9 and not self._where_a_lost_track_is(box):
+        if score >= self.confirm_score - 1e-9:
             self._confirm(track)
         self._tracks.append(track)
         return track
-
-    def _where_a_lost_track_is(self, box: np.ndarray) -> bool:
-        """Whether `box` overlaps a lost track's predicted box by LOST_CLAIM_IOU or more."""
-        lost = [t.box_xyxy for t in self._tracks if t.state == LOST]
-        return bool(lost) and float(box_iou(box[None], np.stack(lost)).max()) >= LOST_CLAIM_IOU - 1e-9
 
     def _confirm(self, track: _Track) -> None:
         """The track is reported from now on; the first time, it gets the next id."""
