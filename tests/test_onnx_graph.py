@@ -94,18 +94,16 @@ def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
     import cv2
 
     from posetrack_app.detection.detector import YoloPoseDetector
-    from posetrack_app.detection.yolo_onnx import letterbox_image, letterbox_params
+    from posetrack_app.detection.quantize import calibration_blob
 
     detector = YoloPoseDetector.build(backend="onnxruntime", device="cpu", precision="fp32", input_size=640)
     path = detector.backend.onnx_path
-    assert rewritten_model_bytes(path) is not None, "the export no longer has the Softmax + Conv decoder"
-    image = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
-    letterboxed = letterbox_image(image, letterbox_params(image.shape[:2], 640))
-    blob = np.ascontiguousarray(letterboxed[None, :, :, ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
+    rewritten = rewritten_model_bytes(path)
+    assert rewritten is not None, "the export no longer has the Softmax + Conv decoder"
+    blob = calibration_blob(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")), 640)
     plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = plain.run(None, {plain.get_inputs()[0].name: blob})[0]
     got = detector.backend.run(blob)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-3  # pixels for boxes and keypoints; about 1e-4 measured
-    assert "Softmax" not in {node.op_type for node in onnx.load_from_string(rewritten_model_bytes(path)).graph.node
-                             if "dfl" in node.name}
+    assert "Softmax" not in {node.op_type for node in onnx.load_from_string(rewritten).graph.node if "dfl" in node.name}
