@@ -35,16 +35,19 @@ class WarnOnce:
 PROCESS_WARNINGS = WarnOnce(log)
 
 
-def build_detector(cfg: AppConfig):
-    """The detector cfg.detector describes; its `description` says which backend, device and precision run it."""
+def build_detector(cfg: AppConfig, on_first_call: bool = False):
+    """The detector cfg.detector describes; its `description` says which backend, device and precision run it.
+    on_first_call: its network is built when the first frame comes (always so for input size "auto", which
+    depends on the frame size)."""
     from .detection.detector import YoloPoseDetector
 
     d = cfg.detector
-    if d.input_size == "auto":
+    if d.input_size == "auto" or on_first_call:
         from .config import replace
-        from .input_size import AutoInputSizeDetector
+        from .input_size import OnDemandDetector
 
-        return AutoInputSizeDetector(lambda size: build_detector(replace(cfg, **{"detector.input_size": size})))
+        fixed_size = None if d.input_size == "auto" else d.input_size
+        return OnDemandDetector(lambda size: build_detector(replace(cfg, **{"detector.input_size": size})), fixed_size)
     detector = YoloPoseDetector.build(
         d.model, backend=d.backend, device=d.device, precision=d.precision, input_size=d.input_size,
         score_threshold=detector_score_threshold(cfg), nms_iou_threshold=d.nms_iou_threshold,
@@ -176,11 +179,14 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     detect_ahead = resolve_detect_ahead(cfg, pose_stage, live=live)
     ahead_detector = None
     if detector is None:
-        detector = build_detector(cfg)
         if detect_ahead >= 2:
             # The worker threads' calls run at once, so each gets its share of the cores; `step()` and the calls the
-            # run makes itself keep the detector with all of them.
+            # run makes itself keep the detector with all of them. A run of several frames detects them all on the
+            # worker threads, so that one is built only when called (its start-up would be a second network's).
             ahead_detector = build_detector(_detector_threads_shared(cfg, detect_ahead))
+            detector = build_detector(cfg, on_first_call=True)
+        else:
+            detector = build_detector(cfg)
         if wrap_detector is not None:
             detector = wrap_detector(detector)
             ahead_detector = wrap_detector(ahead_detector) if ahead_detector is not None else None

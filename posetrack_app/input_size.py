@@ -33,35 +33,43 @@ def auto_input_size(frame_wh: Tuple[int, int]) -> int:
     return int(min(max(rounded, AUTO_MIN_INPUT_SIZE), AUTO_MAX_INPUT_SIZE))
 
 
-class AutoInputSizeDetector:
-    """A detector whose input size is chosen from each frame's size; one real detector per input size, built on the
-    first frame that needs it and kept (a folder of mixed sizes does not rebuild back and forth).
+class OnDemandDetector:
+    """A detector built on the first frame that needs it: one real detector per input size, chosen from each frame's
+    size ("auto") or fixed, and kept (a folder of mixed sizes does not rebuild back and forth).
 
     build(size) -> detector: makes the real detector for an input size (build.py passes its own factory).
+    fixed_size: the input size of every frame; None = auto_input_size of the frame.
     Safe for concurrent calls (pipeline.detect_ahead >= 2): a size is built once, under a lock; detection runs
     outside it.
     """
 
-    def __init__(self, build: Callable[[int], object]):
+    def __init__(self, build: Callable[[int], object], fixed_size: Optional[int] = None):
         self._build = build
+        self._fixed_size = fixed_size
         self._by_size: Dict[int, object] = {}
         self._lock = threading.Lock()
         self._detector = None  # the one the latest frame used: its description is the run's
         self.input_size: Optional[int] = None
 
     def __call__(self, frame: Frame) -> Detections:
-        size = auto_input_size((frame.width, frame.height))
+        size = self._fixed_size or auto_input_size((frame.width, frame.height))
         with self._lock:
             detector = self._by_size.get(size)
             if detector is None:
-                log.info("detector.input_size auto: %d for %dx%d frames", size, frame.width, frame.height)
+                if self._fixed_size is None:
+                    log.info("detector.input_size auto: %d for %dx%d frames", size, frame.width, frame.height)
                 detector = self._by_size[size] = self._build(size)
             self._detector, self.input_size = detector, size
         return detector(frame)
+
+    @property
+    def built(self):
+        """The real detector the latest frame used; None before the first frame."""
+        return self._detector
 
     def __getattr__(self, name):
         # Attributes of the real detector (e.g. its description) once the first frame has built it.
         detector = self.__dict__.get("_detector")
         if detector is None:
-            raise AttributeError(f"{name}: the auto-sized detector is built on the first frame")
+            raise AttributeError(f"{name}: the detector is built on the first frame that needs it")
         return getattr(detector, name)

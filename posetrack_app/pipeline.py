@@ -73,6 +73,15 @@ class Pipeline:
     def skeleton(self):
         return self.pose_stage.skeleton
 
+    @property
+    def detector_description(self) -> Optional[str]:
+        """What runs the detector (backend, precision, device, input size); None until a frame has built it."""
+        for detector in (self.detector, self.ahead_detector):
+            description = getattr(detector, "description", None)
+            if description is not None:
+                return description
+        return None
+
     def reset(self) -> None:
         """Call at every sequence boundary: track ids restart."""
         self.tracker.reset()
@@ -147,8 +156,16 @@ class _DetectAhead:
     def run(self, frames: Iterator[Frame]) -> Iterator[Tuple[Frame, Tracks]]:
         pipeline, timer = self.pipeline, self.pipeline.timer
         first = next(frames, None)
-        # (frame, its detection launched ahead or None), the frame to finish next first.
-        pending = deque([] if first is None else [(first, None)])
+        if first is None:
+            return
+        second = next(frames, None)
+        # (frame, its detection launched ahead or None), the frame to finish next first. With more frames to come,
+        # the first one is detected ahead too, beside the second: a run then builds and uses only the worker threads'
+        # detector (its start-up was a second network built on the clock). A lone frame gets all the cores.
+        start = pipeline._frames_since_reset
+        pending = deque([(first, None if second is None else self._launch(first, start))])
+        if second is not None:
+            pending.append((second, self._launch(second, start + 1)))
         while pending:
             frame, ahead = pending.popleft()
             detected = pipeline.schedule.should_detect(frame, pipeline._frames_since_reset)

@@ -8,7 +8,7 @@ import pytest
 
 from posetrack_app.config import load_config
 from posetrack_app.errors import ConfigError
-from posetrack_app.input_size import AutoInputSizeDetector, auto_input_size
+from posetrack_app.input_size import OnDemandDetector, auto_input_size
 from posetrack_app.structures import Detections, Frame
 
 
@@ -34,11 +34,28 @@ def test_auto_detector_is_built_once_per_input_size():
         built.append(size)
         return lambda frame: Detections.empty()
 
-    detector = AutoInputSizeDetector(build)
+    detector = OnDemandDetector(build)
     for wh in [(640, 480), (640, 480), (1920, 1080), (1920, 1080), (1280, 720), (640, 480)]:
         detector(Frame(0, np.zeros((wh[1], wh[0], 3), np.uint8)))
         assert detector.input_size == auto_input_size(wh)
     assert built == [640, 1280]      # 1280x720 also resolves to 1280; back to 640x480 reuses the first
+
+
+def test_fixed_size_detector_is_built_on_its_first_frame_only():
+    built = []
+
+    def build(size):
+        built.append(size)
+        return lambda frame: Detections.empty()
+
+    detector = OnDemandDetector(build, fixed_size=960)
+    with pytest.raises(AttributeError, match="built on the first frame"):
+        detector.description
+    assert built == []
+    for wh in [(640, 480), (1920, 1080), (640, 480)]:
+        detector(Frame(0, np.zeros((wh[1], wh[0], 3), np.uint8)))
+        assert detector.input_size == 960
+    assert built == [960]
 
 
 def test_auto_detector_under_concurrent_calls_builds_each_size_once_and_detects_each_frame_at_its_size():
@@ -55,7 +72,7 @@ def test_auto_detector_under_concurrent_calls_builds_each_size_once_and_detects_
             return Detections(np.zeros((1, 4), np.float32), np.array([size], np.float32))
         return detect
 
-    detector = AutoInputSizeDetector(build)
+    detector = OnDemandDetector(build)
     sizes = [(640, 480), (1920, 1080), (768, 576)] * 8
     frames = [Frame(i, np.zeros((h, w, 3), np.uint8)) for i, (w, h) in enumerate(sizes)]
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -196,10 +196,6 @@ def test_a_detector_error_in_the_worker_reaches_the_caller(detect_ahead):
     assert seen == [0, 1, 2, 3]
 
 
-class NetworkPoseStage:
-    """Stands in for a pose network (anything but the detector's keypoints)."""
-
-
 class PairDetector(CountingDetector):
     """Frames 2 and 3 each wait until the other's detection has started: both return only if they run at once."""
 
@@ -237,6 +233,32 @@ class NetworkPoseStage:
 
 
 ORT_CPU = ["detector.backend=onnxruntime", "detector.device=cpu"]
+
+
+@pytest.mark.parametrize("input_size", ["640", "auto"])
+def test_build_pipeline_builds_the_all_cores_detector_only_when_called(monkeypatch, input_size):
+    from posetrack_app.build import build_pipeline
+    from posetrack_app.detection.detector import YoloPoseDetector
+
+    clip = SyntheticClip(2, 160, 120, 4, seed=3)
+    threads_built = []
+
+    def fake_build(model, *, intra_op_threads, input_size, **options):
+        threads_built.append(intra_op_threads)
+        detector = SyntheticDetector(clip)
+        detector.description = f"stand-in, input {input_size}"
+        return detector
+
+    monkeypatch.setattr(YoloPoseDetector, "build", fake_build)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    pipeline = build_pipeline(load_config(None, ORT_CPU + [f"detector.input_size={input_size}"]))
+    assert pipeline.detect_ahead == 2
+    assert len(list(pipeline.run(clip.frames()))) == len(clip)
+    assert threads_built == [1]  # only the worker threads' detector, one thread each
+    assert pipeline.detector_description == "stand-in, input 640"
+    pipeline.reset()
+    pipeline.step(next(iter(clip.frames())))
+    assert threads_built == [1, 0]  # step() built the one with all the cores
 
 
 @pytest.mark.parametrize("overrides, pose_stage, expected", [
@@ -295,65 +317,25 @@ def test_detector_threads_are_shared_between_frames_in_flight(monkeypatch, threa
     assert _detector_threads_shared(cfg, detect_ahead).detector.intra_op_threads == expected
 
 
-def test_worker_threads_call_the_ahead_detector_and_step_keeps_the_main_one():
-    # build_pipeline gives the worker threads a detector built for calls at once (a share of the cores each); the
-    # frames the run detects itself, and every step(), use the main detector with all the cores.
-    clip = SyntheticClip(2, 160, 120, 8, seed=5)
+@pytest.mark.parametrize("frames, detect_ahead, main_calls", [
+    (8, 2, []),
+    (2, 2, []),
+    (8, 1, []),
+    (1, 2, [0]),  # a lone frame (a photo) gets the detector with all the cores
+    (1, 1, [0]),
+])
+def test_worker_threads_call_the_ahead_detector_and_step_keeps_the_main_one(frames, detect_ahead, main_calls):
+    # build_pipeline gives the worker threads a detector built for calls at once (a share of the cores each). A run
+    # of several frames detects every one of them there, the first too: building the main detector for the first
+    # frame alone had cost the run a second network's start-up. Every step() uses the main detector, with all cores.
+    clip = SyntheticClip(2, 160, 120, frames, seed=5)
     main_detector, ahead_detector = CountingDetector(clip), CountingDetector(clip)
-    pipeline = Pipeline(main_detector, DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17), detect_ahead=2,
-                        ahead_detector=ahead_detector)
+    pipeline = Pipeline(main_detector, DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17),
+                        detect_ahead=detect_ahead, ahead_detector=ahead_detector)
     assert len(list(pipeline.run(clip.frames()))) == len(clip)
-    assert main_detector.calls == [0]  # the first frame, before anything runs ahead
-    assert sorted(ahead_detector.calls) == list(range(1, len(clip)))
+    assert main_detector.calls == main_calls
+    assert sorted(ahead_detector.calls) == sorted(set(range(len(clip))) - set(main_calls))
     pipeline.reset()
     for frame in clip.frames():
         pipeline.step(frame)
-    assert main_detector.calls == [0] + list(range(len(clip)))
-    assert len(ahead_detector.calls) == len(clip) - 1
-
-
-@pytest.mark.parametrize("live, expected_threads", [
-    (False, [0, 4]),  # the main detector on all cores, the worker threads' one on half of them
-    (True, [0]),      # a live source keeps the detector inline: one detector
-])
-def test_build_pipeline_builds_a_detector_for_calls_at_once(monkeypatch, live, expected_threads):
-    import posetrack_app.build as build
-
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    built = []
-
-    def fake_build_detector(cfg):
-        built.append(cfg.detector.intra_op_threads)
-        return CountingDetector(SyntheticClip(1, 160, 120, 2, seed=1))
-
-    monkeypatch.setattr(build, "build_detector", fake_build_detector)
-    pipeline = build.build_pipeline(load_config(None, ORT_CPU), live=live)
-    assert built == expected_threads
-    assert pipeline.detect_ahead == (0 if live else 2)
-    assert (pipeline.ahead_detector is pipeline.detector) is live
-
-
-def test_build_pipeline_wraps_both_detectors(monkeypatch):
-    # The bench command's synthetic clip times the real network inside a wrapper: the worker threads' detector must
-    # be wrapped too, or they would skip the clip's known persons.
-    import posetrack_app.build as build
-
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    built = []
-
-    def fake_build_detector(cfg):
-        network = CountingDetector(SyntheticClip(1, 160, 120, 2, seed=1))
-        built.append((cfg.detector.intra_op_threads, network))
-        return network
-
-    monkeypatch.setattr(build, "build_detector", fake_build_detector)
-    wrapped = []
-
-    def wrap(network):
-        wrapped.append(network)
-        return ("wrapped", network)
-
-    pipeline = build.build_pipeline(load_config(None, ORT_CPU), wrap_detector=wrap)
-    assert [threads for threads, _ in built] == [0, 1]
-    assert wrapped == [network for _, network in built]
-    assert pipeline.detector == ("wrapped", built[0][1]) and pipeline.ahead_detector == ("wrapped", built[1][1])
+    assert main_detector.calls == main_calls + list(range(len(clip)))

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posetrack_app.detection.yolo_onnx import Letterbox, decode_yolo_pose, letterbox_image, letterbox_params
+from posetrack_app.detection.yolo_onnx import decode_yolo_pose, letterbox_image, letterbox_params, network_input
 from posetrack_app.structures import Frame
 
 
@@ -79,6 +79,21 @@ def test_letterbox_inverse_maps_points_back(image_hw, input_size, fixed):
     ys, xs = np.mgrid[0:th, 0:tw] + 0.5  # pixel centres in continuous coordinates
     centre = params.to_image(np.array([(xs * weight).sum() / weight.sum(), (ys * weight).sum() / weight.sum()], np.float32))
     np.testing.assert_allclose(centre, [x + 0.5, y + 0.5], atol=1.0)
+
+
+@pytest.mark.parametrize("image_hw, input_size", [((576, 768), 960), ((480, 640), 640), ((301, 517), 320),
+                                                  ((1080, 1920), 640)])
+def test_network_input_is_the_letterboxed_frame_as_rgb_planes_in_0_to_1(image_hw, input_size):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, image_hw + (3,), dtype=np.uint8)
+    params = letterbox_params(image_hw, input_size)
+    padded = letterbox_image(image, params)
+    blob = network_input(image, params)
+    assert blob.dtype == np.float32 and blob.shape == (1, 3) + params.input_hw and blob.flags["C_CONTIGUOUS"]
+    for channel, bgr_channel in enumerate((2, 1, 0)):
+        # Exactly what the network has always been given: each 8-bit value times float32(1 / 255).
+        np.testing.assert_array_equal(blob[0, channel], padded[:, :, bgr_channel].astype(np.float32) * np.float32(1 / 255))
+    np.testing.assert_allclose(blob[0].transpose(1, 2, 0), padded[:, :, ::-1] / 255.0, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -178,8 +178,7 @@ def run(args) -> int:
         source = tracker.open(spec)
         summary = _track_one(tracker, source, outputs, args)
         # What ran (backend, precision, device, input size): known once the first frame has built the detector.
-        detector = getattr(tracker.pipeline.detector, "description", None)
-        line = _summary_line(summary, pose_network, source.damaged_frames, detector,
+        line = _summary_line(summary, pose_network, source.damaged_frames, tracker.pipeline.detector_description,
                              frames_at_once=tracker.pipeline.detect_ahead)
         if len(inputs) > 1:
             line = f"{spec}: {line}"

@@ -12,14 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Tuple
 
-import numpy as np
-
 from ..errors import UserError
 from ..ops.boxes import clip_boxes
 from ..skeleton import COCO17
 from ..structures import Detections, Frame
 from .backends import DetectorOptions, create_network, resolve_choice
-from .yolo_onnx import NUM_KEYPOINTS, STRIDE, Letterbox, decode_yolo_pose, letterbox_image, letterbox_params
+from .yolo_onnx import NUM_KEYPOINTS, STRIDE, Letterbox, decode_yolo_pose, letterbox_params, network_input
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +80,7 @@ class YoloPoseDetector:
 
     def _on_host(self, frame: Frame) -> Detections:
         params = self.letterbox(frame.image_bgr.shape[:2])
-        padded = letterbox_image(frame.image_bgr, params)
-        blob = np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) * (1.0 / 255.0)
-        output = self.backend.run(blob)
+        output = self.backend.run(network_input(frame.image_bgr, params))
         self._check_output(output.shape[1])
         found = decode_yolo_pose(output, self.score_threshold, self.nms_iou_threshold, self.max_detections)
         boxes = clip_boxes(params.to_image(found.boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4), frame.width, frame.height)

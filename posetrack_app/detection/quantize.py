@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io.atomic import write_json_atomic
-from .yolo_onnx import letterbox_image, letterbox_params
+from .yolo_onnx import letterbox_params, network_input
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ def excluded_nodes(node_names: Iterable[str]) -> List[str]:
 
 def calibration_blob(image_bgr: np.ndarray, input_size: int) -> np.ndarray:
     """A frame as the network sees it at `input_size`: [1, 3, S, T] float32 RGB in 0..1."""
-    padded = letterbox_image(image_bgr, letterbox_params(image_bgr.shape[:2], input_size))
-    return np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    return network_input(image_bgr, letterbox_params(image_bgr.shape[:2], input_size))
 
 
 def quantize_int8(onnx_path: Path, out_path: Path, frames: Sequence[np.ndarray], input_size: int,
