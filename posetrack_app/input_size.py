@@ -1,9 +1,10 @@
 """Detector input size "auto": chosen from the frame size.
 
 The rule (benchmarks/results/compare_trackers_suite.md has every clip at 640, 960 and auto):
-- Frames whose long side is at most 640 px run at 640: never upscaled. Upscaling 640x480 video to 960 tripled the
-  false positives on an unseen pedestrian clip (52 to 224); on the 640x480 synthetic clip at 25 fps, 960 raises
-  the false positives of every tracker 2-3x (IoU tracker 105 -> 238, MOTA 72.7 -> 54.3).
+- Frames whose long side is at most 640 px run at 640, so 640x480 video is not upscaled (smaller frames are scaled up
+  to 640, as Ultralytics does). Upscaling 640x480 video to 960 tripled the false positives on an unseen pedestrian
+  clip (52 to 224); on the 640x480 synthetic clip at 25 fps, 960 raises the false positives of every tracker 2-3x
+  (IoU tracker 105 -> 238, MOTA 72.7 -> 54.3).
 - Larger frames run at their long side rounded up to a multiple of the stride (32), at least 960 and at most 1280.
   At least 960 because mid-size frames hold small people: PETS09 (768x576) at 960 against its own 768 raises
   every tracker's MOTA from 21-26 to 51-58. At most 1280: larger inputs cost quadratically more.

@@ -51,8 +51,10 @@ def _summary_line(summary, pose_network: bool, damaged_frames: int, detector: Op
     def stage(name: str, ms: float) -> str:
         if name == "pose" and not pose_network:
             return "pose: detector keypoints"
-        # Several frames in the detector at once: each call takes longer than the frame time it costs.
-        at_once = f" ({frames_at_once} frames at once)" if name == "detect" and frames_at_once > 1 else ""
+        # Several frames in the detector at once: each call takes longer than the frame time it costs. A lone frame
+        # (a photo) is detected by itself.
+        overlapped = name == "detect" and frames_at_once > 1 and summary.frames > 1
+        at_once = f" ({frames_at_once} frames at once)" if overlapped else ""
         return f"{name} {ms:.1f} ms{at_once}"
 
     stages = ", ".join(stage(name, ms) for name, ms in summary.stage_mean_ms.items())
