@@ -214,41 +214,40 @@ class FlowTrackConfig(_Validated):
     clips and three synthetic crossing clips at 7, 25 and 30 fps) with leave-one-group-out checks
     (benchmarks/tune_flowtrack.py; benchmarks/results/flowtrack_loo.md). Times in seconds, so the same values hold
     at 7 and 30 fps. Evidence below: the suite score (mean over the five clip groups of each clip's mean of MOTA and
-    IDF1, plus pose MOTA and pose mAP on the synthetic clips; detector size auto) is 69.9 with these defaults, and
+    IDF1, plus pose MOTA and pose mAP on the synthetic clips; detector size auto) is 70.8 with these defaults, and
     the value named beside each field gives the suite score with that one field changed (re-measured 2026-11-30)."""
 
     # Minimum OKS between a detector pose and a track's flow-warped pose to continue the track. Low, because the
     # joints of small (30-px-wide) people jitter by several pixels; greedy matching takes the best pairs first.
-    # 0.15: 69.4, 0.3: 69.0 (PETS09 loses 1.0 and 3.6, the 25-fps clip 0 and 1.9).
+    # 0.15: 70.3, 0.3: 70.3 (PETS09 loses 2.5 and 2.1; no other clip group moves by more than 0.4).
     match_oks_threshold: float = ranged(0.05, **UNIT)
     # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. Detector poses go
     # first, so a propagated pose never displaces a detected one.
     pose_nms_oks_threshold: float = ranged(0.6, **UNIT)
-    # Detector poses below this box score never start a track (they may still continue one). 0.4: 70.0, the best
-    # by 0.1 but split (the 25-fps clip +2.6, the 30-fps clip -1.1, MOT17 -1.0): kept at 0.3.
+    # Detector poses below this box score never start a track (they may still continue one). 0.4: 70.4 (the
+    # 30-fps clip -1.2, MOT17 -1.0).
     new_track_min_score: float = ranged(0.3, **UNIT)
     # A track whose first detection scores at least this is reported at once; one that starts weaker is reported from
     # its second consecutive detection (tracking/flowtrack.py CONFIRM_HITS), so a single weak detection (a bag
-    # detected once at 0.36) never becomes a person. 0.4: 69.8, 0.6: 69.9 (flat).
+    # detected once at 0.36) never becomes a person. 0.4: 70.7, 0.6: 70.7 (flat).
     confirm_score: float = ranged(0.5, **UNIT)
     # Seconds a reported track may be carried by flow alone after its last detection (propagated box and pose,
-    # only while its joints flow reliably). 0 = never report a pose the detector did not back. 0: 70.0, 0.5: 69.9:
-    # flat over the suite (PETS09 67.3 -> 65.9 without propagation, the 30-fps clip 78.4 -> 80.3). Kept at 0.25:
-    # within 0.1 it is better on the real clip, and a detection schedule that skips frames (detector.detect_every=2)
-    # needs poses between detections.
+    # only while its joints flow reliably). 0 = never report a pose the detector did not back. 0: 70.5, 0.5: 70.7
+    # (PETS09 67.3 -> 66.0 without propagation). Besides, a detection schedule that skips frames
+    # (detector.detect_every=2) needs poses between detections.
     max_propagation_s: float = ranged(0.25, 0.0, 3600.0)
     # Seconds a lost track is kept (moved by its Kalman filter, not reported) so its id can come back after an
-    # occlusion. 1: 68.5, 2: 69.4 (PETS09 60.9 and 64.6 instead of 67.3; the synthetic clips about unchanged).
+    # occlusion. 1: 69.3, 2: 70.2 (PETS09 61.0 and 64.6 instead of 67.3; the synthetic clips within 1.1).
     max_lost_s: float = ranged(4.0, 0.0, 3600.0)
     # The box of a detector-backed match is this much the track's flow-propagated box and the rest the detector's
-    # box (0 = the detector's box): less box jitter, no lag. 0: 68.8 (the 25-fps clip 82.8 -> 80.1, the 30-fps
-    # clip 78.4 -> 75.5).
+    # box (0 = the detector's box): less box jitter, no lag. 0: 70.2 (the 30-fps clip 80.2 -> 77.3, PETS09
+    # 67.3 -> 67.9).
     box_flow_weight: float = ranged(0.3, 0.0, 1.0, hi_open=True)
     # Detections scored from this up to detector.score_threshold are weak evidence: the detector passes them to
     # FlowTrack (build.py runs it at the lower of the two), and they only continue existing tracks, after the
     # detections at or above detector.score_threshold have been matched; they never start a track and are never
-    # reported unmatched. At or above detector.score_threshold: no second round. 0.15: 69.5, 0.25 (no second round):
-    # 67.5 (PETS09 67.3 -> 54.0; the 30-fps clip gains 0.6).
+    # reported unmatched. At or above detector.score_threshold: no second round. 0.15: 70.2, 0.25 (no second round):
+    # 68.2 (PETS09 67.3 -> 54.7; the 25-fps clip gains 0.9).
     low_score_threshold: float = ranged(0.1, 0.0, 1.0)
 
 

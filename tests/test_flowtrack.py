@@ -559,6 +559,29 @@ def test_id_comes_back_after_walking_behind_an_occluder(truncate, slow_down):
     assert set(ids) == {1}
 
 
+@pytest.mark.parametrize("strip_w, strip_h", [(6, 80), (6, 100), (10, 80)])
+@pytest.mark.parametrize("speed_px", [0, 2])
+def test_id_holds_after_the_detector_saw_only_a_strip_of_the_person(strip_w, strip_h, speed_px):
+    """For three frames the detector sees only a strip at the person's left edge (a box `strip_w` px of their 40 wide,
+    the whole skeleton squeezed into it), then the whole person again. OKS against the track is taken at the
+    person's remembered size: at the strip's area the full person's joints fail OKS, their box overlaps the strip's
+    by under 0.5, and they would start a new id."""
+    scene = Scene(seed=5)
+    tracker = _tracker()
+    ids = []
+    for t in range(18):
+        image, boxes, keypoints = scene.render([(120 + speed_px * t, 60)])
+        box, joints = boxes[0].copy(), keypoints[0].copy()
+        if t in (8, 9, 10):
+            box[2:] = box[:2] + (strip_w, strip_h)
+            joints = (box[:2] + TEMPLATE * (strip_w, strip_h)).astype(np.float32)
+        frame = Frame(t, image, t / 25)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, Poses(joints[None], np.full((1, K), 0.9, np.float32), box[None], np.array([0.9])))
+        ids += tracks.track_ids.tolist()
+    assert len(ids) == 18 and set(ids) == {1}
+
+
 def test_a_head_only_detection_does_not_take_a_hidden_persons_track():
     """While the person is hidden, a head-only detection (a quarter of their height) appears where they will come
     out: its five head joints fit the lost track, but its height does not, so it does not take the track; the
