@@ -74,13 +74,20 @@ class Pipeline:
         return self.pose_stage.skeleton
 
     @property
+    def detector_that_ran(self):
+        """The detector that has run the frames: a run that detects ahead may build only the worker threads' one,
+        and one built on demand (input_size.OnDemandDetector) stands for the network built for the frames. Before
+        any frame, the main detector."""
+        for detector in (self.detector, self.ahead_detector):
+            built = getattr(detector, "built", detector)
+            if built is not None:
+                return built
+        return self.detector
+
+    @property
     def detector_description(self) -> Optional[str]:
         """What runs the detector (backend, precision, device, input size); None until a frame has built it."""
-        for detector in (self.detector, self.ahead_detector):
-            description = getattr(detector, "description", None)
-            if description is not None:
-                return description
-        return None
+        return getattr(self.detector_that_ran, "description", None)
 
     def reset(self) -> None:
         """Call at every sequence boundary: track ids restart."""

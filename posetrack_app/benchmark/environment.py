@@ -123,10 +123,7 @@ def describe_setup(cfg, pipeline) -> Dict[str, object]:
     """What ran: detector, pose stage actually built (HRNet or the detector's keypoints), backend, precision,
     batch, input sizes, tracker."""
     pose_stage = pipeline.pose_stage
-    # The detector that ran: a run that detects ahead may build only the worker threads' one, and one built on
-    # demand (input size "auto") is the network built for the frames.
-    built = [getattr(d, "built", d) for d in (pipeline.detector, pipeline.ahead_detector)]
-    detector = next((d for d in built if d is not None), pipeline.detector)
+    detector = pipeline.detector_that_ran
     network = getattr(detector, "network", detector)
     setup = {
         "detector": type(detector).__name__,
