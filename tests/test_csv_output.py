@@ -92,13 +92,16 @@ def test_a_run_without_persons_gives_a_header_that_pandas_reads(tmp_path):
 
 @pytest.mark.parametrize("kind", ["flowtrack", "iou"])
 def test_ids_are_never_reused_within_a_run(tmp_path, kind):
-    """A leaves (frame 19) and is gone long past max_lost_s; B then appears where A walked, C is there throughout.
-    Every new person gets a new, larger id: ids in order of first appearance are 1, 2, 3."""
+    """A leaves (frame 19) and is gone long past max_lost_s (1 s; B comes 3 s later); B then appears where A walked,
+    C is there throughout. Every new person gets a new, larger id: ids in order of first appearance are 1, 2, 3.
+    (Within FlowTrack's default max_lost_s, 4 s, B would take A's id where A was last seen: the tracker cannot tell a
+    newcomer there from A who stood still behind an occluder; tests/test_flowtrack.py.)"""
     walkers = [Walker(0, 19, 10, 20, width=30, height=90),    # A
                Walker(0, 139, 10, 130, width=30, height=90),  # C
                Walker(110, 139, -180, 20, width=30, height=90)]  # B, at A's last place (x = 50) at frame 115
     out = tmp_path / "ids.csv"
-    tracker({"tracker.kind": kind}).process(clip(140, walkers, textured=True), out_csv=out)
+    tracker({"tracker.kind": kind, "tracker.flow.max_lost_s": 1.0, "tracker.iou.max_lost_s": 1.0}).process(
+        clip(140, walkers, textured=True), out_csv=out)
     table = pandas.read_csv(out)
     order = ids_by_first_appearance(list(zip(table["frame"], table["track_id"])))
     assert order == sorted(order) and len(order) == len(set(order)) == 3

@@ -602,3 +602,41 @@ def test_build_runs_the_detector_at_flowtracks_low_score_threshold():
     assert detector_score_threshold(off) == pytest.approx(0.3)
     tracker = build_tracker(flow, COCO17)
     assert (tracker.high_score_threshold, tracker.low_score_threshold) == pytest.approx((0.3, 0.1))
+
+
+# ------------------------------------------------------------------ a person who stops while unseen
+
+def _stop_while_unseen(tracker, passer_by: bool):
+    """At 25 fps a person walks right at one height per second for 1 s, then stands still; the detector misses them
+    from 1.0 s to 2.5 s (the Kalman filter carries their lost track on at their walking speed, 1.5 heights away by
+    then) and sees them again where they stand. passer_by: meanwhile a second person, tracked from the start, walks
+    left through the spot where the first one was last seen. Returns the ids reported for each person."""
+    scene = Scene(seed=31)
+    ids = {0: set(), 1: set()}
+    for i in range(100):
+        t = i / 25
+        first_x = 40 + PERSON_H * min(t, 1.0)
+        people = [(first_x, 60)] + ([(300 - 60 * t, 66)] if passer_by else [])
+        image, boxes, keypoints = scene.render(people)
+        rows = [p for p in range(len(people)) if p != 0 or not 1.0 <= t < 2.5]
+        frame = Frame(i, image, t)
+        tracker.propose(frame)
+        tracks = tracker.update(frame, _poses(boxes, keypoints, rows))
+        for person, track_id in _ids_by_person(tracks, boxes).items():
+            ids[person].add(track_id)
+    return ids
+
+
+def test_a_person_who_stopped_while_unseen_keeps_their_id():
+    """Where the Kalman filter carried the lost track, nothing matches it (OKS 0, no box overlap); the person is
+    found again where they were last seen (FlowTracker._match_where_last_seen). Without that: ids {1, 2}."""
+    ids = _stop_while_unseen(_tracker(), passer_by=False)
+    assert ids[0] == {1}
+
+
+def test_a_tracked_person_passing_where_a_lost_one_was_last_seen_keeps_their_own_id():
+    """The last-seen spot is looked at only for poses no track explains: the passer-by, matched by their own
+    track first, never takes the lost person's id, and the lost person still gets theirs back."""
+    ids = _stop_while_unseen(_tracker(), passer_by=True)
+    assert len(ids[1]) == 1 and ids[1] != ids[0]
+    assert len(ids[0]) == 1
