@@ -47,6 +47,7 @@ GRID = {
     "max_propagation_s": [0.0, 0.25, 0.5],
     "max_lost_s": [1.0, 2.0, 4.0],
     "match_oks_threshold": [0.05, 0.15, 0.3],
+    "pose_nms_oks_threshold": [0.5, 0.6, 0.7],
     "box_flow_weight": [0.0, 0.3],
     "tracker.box_merge_iou_threshold": [0.5, 0.7],
 }

@@ -216,15 +216,16 @@ class FlowTrackConfig(_Validated):
     at 7 and 30 fps. Evidence below: the suite score (mean over the five clip groups of each clip's mean of MOTA and
     IDF1, plus pose MOTA and pose mAP on the synthetic clips; detector size auto) is 71.9 with these defaults, and
     the value named beside each field gives the suite score with that one field changed (re-measured 2026-11-30).
-    The best of the 29 candidates scores 72.3 (confirm_score 0.6, max_propagation_s 0.5, match_oks_threshold 0.15):
-    all of its gain is PETS09's (73.4 -> 75.2; every other group within 0.2), so the defaults stay."""
+    The best of the 32 candidates scores 72.2 (max_propagation_s 0.5): all of its gain is PETS09's (73.4 -> 74.9;
+    every other group unchanged), so the defaults stay (see max_propagation_s)."""
 
     # Minimum OKS between a detector pose and a track's flow-warped pose to continue the track. Low, because the
     # joints of small (30-px-wide) people jitter by several pixels; greedy matching takes the best pairs first.
     # 0.15: 72.0 (PETS09 -0.3), 0.3: 70.4 (PETS09 -7.1; no other clip group moves by more than 0.5).
     match_oks_threshold: float = ranged(0.05, **UNIT)
     # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. Detector poses go
-    # first, so a propagated pose never displaces a detected one.
+    # first, so a propagated pose never displaces a detected one. 0.5: 72.0 (syn7 and syn30 +0.1; but at detector
+    # size 640 the 30-fps clip loses 2.8 IDF1), 0.7: 71.5 (syn7 -1.4).
     pose_nms_oks_threshold: float = ranged(0.6, **UNIT)
     # Detector poses below this box score never start a track (they may still continue one). 0.4: 71.4 (the
     # 30-fps clip -2.2, MOT17 -1.0).
