@@ -7,6 +7,11 @@ size detector.input_size=auto picks for each clip's frame size).
 
     python benchmarks/compare_trackers.py --sizes 640 960 auto --out benchmarks/results/compare_trackers_suite.md
     python benchmarks/compare_trackers.py --clips pets09 --sizes 960 --set tracker.flow.max_lost_s=4   # one clip
+    python benchmarks/compare_trackers.py --sizes auto 640 --noise-seeds 16 \
+        --out benchmarks/results/compare_trackers_noise.md
+
+--noise-seeds N also runs every row on N copies of the detections with int8-sized noise
+(tracker_suite.perturbed) and reports each score's median and range over them: how far one run can be trusted.
 
 On a 2-core CPU the first run spends most of its time in the detector (cached in --cache-dir afterwards).
 """
@@ -26,12 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from posetrack_app.config import load_config, to_dict  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
-from tracker_suite import OURS, PEERS, cached_detections, load_clips, run_tracker, score  # noqa: E402
+from tracker_suite import OURS, PEERS, cached_detections, load_clips, perturbed, run_tracker, score  # noqa: E402
 
 log = logging.getLogger("compare_trackers")
 DEFAULT_CLIPS = ["pets09", "mot17", "syn7", "syn25", "syn30"]
 BOX_COLUMNS = ["MOTA", "IDF1", "IDSW", "FP", "FN", "Prec", "Rec"]
 POSE_COLUMNS = ["pose mAP", "pose MOTA"]
+NOISE_COLUMNS = ["MOTA", "IDF1", "IDSW", *POSE_COLUMNS]
 
 
 def resolve_size(size: str, clip) -> int:
@@ -91,6 +97,41 @@ def summary(rows: List[dict], trackers: List[str]) -> str:
     return "\n".join(lines)
 
 
+def noise_spread(scores: List[Dict[str, float]]) -> dict:
+    """Median, min and max of each NOISE_COLUMNS score over the noisy runs."""
+    columns = [c for c in NOISE_COLUMNS if c in scores[0]]
+    values = {c: np.array([s[c] for s in scores], float) for c in columns}
+    return {"seeds": len(scores), **{name: {c: float(f(v)) for c, v in values.items()}
+                                     for name, f in (("median", np.median), ("min", np.min), ("max", np.max))}}
+
+
+def format_noise(rows: List[dict], trackers: List[str]) -> str:
+    """The rows' medians [min, max] over the noise seeds, and per size each tracker's mean of the medians."""
+    rows = [r for r in rows if "noise" in r]
+    if not rows:
+        return ""
+    lines = [f"## Under int8-sized detector noise ({rows[0]['noise']['seeds']} seeds): median [min, max]", "",
+             "| clip | size | tracker | unperturbed MOTA / IDF1 / IDSW | " + " | ".join(NOISE_COLUMNS) + " |",
+             "|" + "---|" * (4 + len(NOISE_COLUMNS))]
+    for r in rows:
+        n, s = r["noise"], r["scores"]
+        cells = [f"{n['median'][c]:.1f} [{n['min'][c]:.1f}, {n['max'][c]:.1f}]" if c in n["median"] else ""
+                 for c in NOISE_COLUMNS]
+        lines.append(f"| {r['clip']} | {r['size_label']} | {r['tracker']} | {s['MOTA']:.1f} / {s['IDF1']:.1f} / "
+                     f"{s['IDSW']} | " + " | ".join(cells) + " |")
+    for size in dict.fromkeys(r["size_label"] for r in rows):
+        lines += ["", f"### size {size}: mean over clips of the medians", "",
+                  "| tracker | " + " | ".join(NOISE_COLUMNS) + " |", "|" + "---|" * (1 + len(NOISE_COLUMNS))]
+        for tracker in trackers:
+            mine = [r["noise"]["median"] for r in rows if r["size_label"] == size and r["tracker"] == tracker]
+            cells = []
+            for c in NOISE_COLUMNS:
+                values = [m[c] for m in mine if c in m]
+                cells.append(f"{np.mean(values):.2f}" if values else "")
+            lines.append(f"| {tracker} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _rows_from_json(path: Path) -> List[dict]:
     import json
 
@@ -113,6 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", default="/tmp/posetrack_suite")
     parser.add_argument("--out", help="write the table (.md) and the numbers (.json beside it)")
     parser.add_argument("--from-json", help="re-render the tables of an earlier run's .json instead of running")
+    parser.add_argument("--noise-seeds", type=int, default=0,
+                        help="also run each row on this many noisy copies of the detections (median and range)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("posetrack_app.build").setLevel(logging.ERROR)  # the no-HRNet notice, once per run
@@ -128,13 +171,17 @@ def main(argv=None) -> int:
             for tracker in args.trackers:
                 if (size, tracker) not in results:
                     detections, _ = cached_detections(clip, size, cache)
-                    results[size, tracker] = score(clip, run_tracker(tracker, base, clip, detections))
+                    results[size, tracker] = {"scores": score(clip, run_tracker(tracker, base, clip, detections))}
                     log.info("%s %d %s: %s", clip.name, size, tracker,
-                             " ".join(f"{k} {_cell(v)}" for k, v in results[size, tracker].items()))
+                             " ".join(f"{k} {_cell(v)}" for k, v in results[size, tracker]["scores"].items()))
+                    if args.noise_seeds > 0:
+                        noisy = [score(clip, run_tracker(tracker, base, clip, perturbed(detections, seed)))
+                                 for seed in range(args.noise_seeds)]
+                        results[size, tracker]["noise"] = noise_spread(noisy)
                 rows.append({"clip": clip.name, "fps": clip.fps, "size": size, "size_label": size_label,
-                             "tracker": tracker, "scores": results[size, tracker]})
+                             "tracker": tracker, **results[size, tracker]})
     table = format_table(rows)
-    text = table + "\n\n" + summary(rows, args.trackers)
+    text = table + "\n\n" + summary(rows, args.trackers) + "\n" + format_noise(rows, args.trackers)
     print(text)
     if args.out:
         out = Path(args.out)
