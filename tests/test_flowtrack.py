@@ -667,55 +667,61 @@ class _FlowOff:
         self.flow.reset()
 
 
-def _flow_goes_off(newcomer_at_last_spot: bool = False, shift_px: float = 30.0):
-    """A person stands still (detected every frame at 0.9); in frame 2 flow carries their joints `shift_px` right
-    (30 px, 0.3 heights: OKS 0.02 with where they are, box IoU 0.14; 20 px: OKS 0.12, still matched), early in the
-    track, before the Kalman filter has seen enough detections to overrule flow. newcomer_at_last_spot: flow stays
-    right, the person walks one height per second at 7 fps (14 px per frame), with their detected joints 2 px up and
-    down in turn, and from frame 2 a second person, behind them, is detected exactly where the first one was in the
-    frame before. Returns (ids per frame by person: 0 the first person, 1 the newcomer; the first person's reported
-    box per frame; their true box per frame)."""
+def _standing_person_with_flow_off(shift_px: float):
+    """A 40x100 person stands still at 25 fps, detected every frame at 0.9; in frame 2 flow carries their joints
+    `shift_px` right (30 px, 0.3 heights: OKS 0.02 with where they are, box IoU 0.14; 20 px: OKS 0.12, still
+    matched), early in the track, before the Kalman filter has seen enough detections to overrule flow. Returns
+    (reported ids per frame, reported boxes per frame, the true box per frame)."""
     scene = Scene(seed=41)
     tracker = _tracker()
-    if not newcomer_at_last_spot:
-        tracker.flow = _FlowOff(tracker.flow, off_frame=2, shift_px=shift_px)
+    tracker.flow = _FlowOff(tracker.flow, off_frame=2, shift_px=shift_px)
     ids, reported, truth = [], [], []
     for i in range(6):
-        newcomer = [(60 + 14 * (i - 1), 60)] if newcomer_at_last_spot and i >= 2 else []
-        people = newcomer + [(60 + (14 * i if newcomer_at_last_spot else 0), 60)]  # the last one is drawn in front
-        image, boxes, keypoints = scene.render(people, skin_ids=[1, 0] if newcomer else [0])
-        frame = Frame(i, image, i / (7 if newcomer_at_last_spot else 25))
+        image, boxes, keypoints = scene.render([(60, 60)])
+        frame = Frame(i, image, i / 25)
         tracker.propose(frame)
-        if newcomer_at_last_spot:
-            keypoints[-1, :, 1] += 2.0 * (-1) ** i
-        tracks = tracker.update(frame, _poses(boxes, keypoints, range(len(people))))
-        by_box = _ids_by_person(tracks, boxes)
-        ids.append({0: by_box.get(len(people) - 1), **({1: by_box.get(0)} if newcomer else {})})
-        reported.append(tracks.poses.boxes_xyxy[list(tracks.track_ids).index(ids[-1][0])] if ids[-1][0] else None)
-        truth.append(boxes[-1])
+        tracks = tracker.update(frame, _poses(boxes, keypoints, [0]))
+        ids.append(tracks.track_ids.tolist())
+        reported.append(tracks.poses.boxes_xyxy.copy())
+        truth.append(boxes[0])
     return ids, reported, truth
 
 
 def test_a_detection_where_the_person_was_last_detected_continues_them_when_flow_went_off():
-    """Flow carried the joints of a 40x100 person 30 px off them. The detection where they were last detected
-    continues their track (FlowTracker._similarity, LAST_DETECTION_OKS_WEIGHT);
-    without that it starts id 2, and the two tracks take turns on the person later."""
-    ids, _, _ = _flow_goes_off()
-    assert [frame_ids.get(0) for frame_ids in ids] == [1] * 6
+    """The detection where they were last detected continues their track (FlowTracker._similarity,
+    LAST_DETECTION_OKS_WEIGHT). Without that it starts id 2, and the two tracks take turns on the person later."""
+    ids, _, _ = _standing_person_with_flow_off(shift_px=30.0)
+    assert ids == [[1]] * 6
 
 
 def test_the_flow_box_is_not_averaged_into_the_detection_when_they_disagree():
     """Flow carried the joints 20 px off, not far enough to lose the person. In that frame the reported box is the
     detector's (BOX_BLEND_MIN_IOU), not 30% of the way towards the wrong propagated box (6 px off), and the frames
     after it start from the right box."""
-    _, reported, truth = _flow_goes_off(shift_px=20.0)
-    assert max(np.abs(reported[i] - truth[i]).max() for i in range(6)) < 1.0
+    _, reported, truth = _standing_person_with_flow_off(shift_px=20.0)
+    assert all(len(boxes) == 1 for boxes in reported)
+    assert max(np.abs(boxes[0] - true).max() for boxes, true in zip(reported, truth)) < 1.0
 
 
 def test_a_newcomer_where_a_tracked_person_was_last_detected_does_not_take_their_id():
-    """The walker's warped pose fits their own detection less well (OKS 0.75: 4 px of joint jitter) than their last
-    detected pose fits the newcomer (0.94), but that counts at half weight (LAST_DETECTION_OKS_WEIGHT), so the
-    walker keeps their id and the newcomer gets a new one; at full weight the newcomer takes the walker's id."""
-    ids, _, _ = _flow_goes_off(newcomer_at_last_spot=True)
-    assert [frame_ids.get(0) for frame_ids in ids] == [1] * 6
-    assert {frame_ids.get(1) for frame_ids in ids[2:]} == {2}
+    """A walker (one height per second at 7 fps: 14 px per frame, flow follows) has detected joints 2 px up and down
+    in turn; from frame 2 a newcomer, behind them, is detected exactly where the walker was the frame before. The
+    walker's warped pose fits their own detection less well (OKS 0.75) than their last detected pose fits the
+    newcomer (0.94), but that counts at half weight (LAST_DETECTION_OKS_WEIGHT), so the walker keeps their id and the
+    newcomer gets a new one; at full weight the newcomer takes the walker's id."""
+    scene = Scene(seed=41)
+    tracker = _tracker()
+    walker_ids, newcomer_ids = [], []
+    for i in range(6):
+        newcomer = [(60 + 14 * (i - 1), 60)] if i >= 2 else []
+        people = newcomer + [(60 + 14 * i, 60)]  # the walker last: drawn in front
+        image, boxes, keypoints = scene.render(people, skin_ids=[1, 0] if newcomer else [0])
+        keypoints[-1, :, 1] += 2.0 * (-1) ** i
+        frame = Frame(i, image, i / 7)
+        tracker.propose(frame)
+        by_person = _ids_by_person(tracker.update(frame, _poses(boxes, keypoints, range(len(people)))), boxes)
+        walker_ids.append(by_person.get(len(people) - 1))
+        if newcomer:
+            newcomer_ids.append(by_person.get(0))
+    assert walker_ids == [1] * 6
+    assert set(newcomer_ids) == {2}
