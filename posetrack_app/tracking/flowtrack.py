@@ -104,7 +104,9 @@ FALLBACK_IOU_THRESHOLD = 0.5
 LAST_DETECTION_OKS_WEIGHT = 0.5
 # The flow-propagated box is averaged into a detector-backed match (box_flow_weight) only when the two overlap at
 # least this much: a propagated box that disagrees with the detection has followed something else, and averaging it
-# in moves the reported box (and the Kalman filter's anchor) off the person.
+# in moves the reported box (and the Kalman filter's anchor) off the person. Measured together with the rule above:
+# that rule without this one cost syn30 1.1 points of median MOTA (its new matches are the frames where flow went
+# off), and this one without that rule cost syn30's IDF1 median 4.9 points (8 seeds).
 BOX_BLEND_MIN_IOU = 0.5
 # A lost track's OKS scale grows by this fraction per second lost: the longer a person is hidden, the less sure
 # the tracker is where they are (0.15 per frame at 7 fps on PETS09).
