@@ -418,12 +418,18 @@ class FlowTracker:
                          OKS_KEYPOINT_SCORE_THRESHOLD)
         seen = np.array([t.state != LOST for t in tracks])
         if seen.any():  # a lost track's last position is the job of _match_where_last_seen, after every other pose
-            last = oks_matrix(poses.keypoints[rows], poses.keypoint_scores[rows],
-                              np.stack([t.detected_keypoints for t in tracks]),
-                              np.stack([t.detected_scores for t in tracks]), remembered_wh[:, 0] * remembered_wh[:, 1],
-                              self.sigmas, OKS_KEYPOINT_SCORE_THRESHOLD)
+            last = self._last_detection_oks(poses, rows, tracks, remembered_wh)
             oks = np.where(seen[None, :], np.maximum(oks, LAST_DETECTION_OKS_WEIGHT * last), oks)
         return _height_gated(oks, poses.boxes_xyxy[rows], remembered_wh[:, 1])
+
+    def _last_detection_oks(self, poses: Poses, rows: np.ndarray, tracks: List[_Track],
+                            remembered_wh: np.ndarray) -> np.ndarray:
+        """[len(rows), len(tracks)] OKS of the poses against each track's last detected pose where it was seen, at
+        the person's remembered size (`remembered_wh` [T, 2], _size_wh of each track)."""
+        return oks_matrix(poses.keypoints[rows], poses.keypoint_scores[rows],
+                          np.stack([t.detected_keypoints for t in tracks]),
+                          np.stack([t.detected_scores for t in tracks]), remembered_wh[:, 0] * remembered_wh[:, 1],
+                          self.sigmas, OKS_KEYPOINT_SCORE_THRESHOLD)
 
     def _match(self, poses: Poses, rows: np.ndarray, tracks: List[_Track], assigned: Dict[int, _Track]) -> None:
         """Greedy matching of detector pose `rows` to free `tracks`: by OKS with the warped poses, then leftovers by
@@ -461,10 +467,8 @@ class FlowTracker:
         if not len(left) or not lost:
             return
         remembered_wh = np.array([_size_wh(t) for t in lost], np.float64)
-        oks = oks_matrix(poses.keypoints[left], poses.keypoint_scores[left],
-                         np.stack([t.detected_keypoints for t in lost]), np.stack([t.detected_scores for t in lost]),
-                         remembered_wh[:, 0] * remembered_wh[:, 1], self.sigmas, OKS_KEYPOINT_SCORE_THRESHOLD)
-        oks = _height_gated(oks, poses.boxes_xyxy[left], remembered_wh[:, 1])
+        oks = _height_gated(self._last_detection_oks(poses, left, lost, remembered_wh), poses.boxes_xyxy[left],
+                            remembered_wh[:, 1])
         for row, col in greedy_match(oks, self.match_oks_threshold)[0]:
             assigned[int(left[row])] = lost[col]
             lost[col].matched = True
