@@ -181,7 +181,10 @@ def main(argv=None) -> int:
                 rows.append({"clip": clip.name, "fps": clip.fps, "size": size, "size_label": size_label,
                              "tracker": tracker, **results[size, tracker]})
     table = format_table(rows)
-    text = table + "\n\n" + summary(rows, args.trackers) + "\n" + format_noise(rows, args.trackers)
+    text = table + "\n\n" + summary(rows, args.trackers)
+    noise = format_noise(rows, args.trackers)
+    if noise:
+        text += "\n" + noise
     print(text)
     if args.out:
         out = Path(args.out)
