@@ -130,6 +130,9 @@ class DetectorConfig(_Validated):
     cache_dir: str = ""
     # TensorRT engine file; empty = built once into cache_dir for this model, precision and input size.
     engine: str = ""
+    # torch backend on a GPU: replay the network as a CUDA graph (one per input shape and worker thread) instead of
+    # launching its kernels one by one, which bounds a network this small on a fast GPU (ignored on a CPU).
+    cuda_graphs: bool = True
     # onnxruntime / openvino threads for the detector (0 = one per core). Set it when several workers share cores.
     intra_op_threads: int = ranged(0, 0, 1024)
     # onnxruntime worker threads busy-wait between operators. Off by default: on the 2-core development machine,

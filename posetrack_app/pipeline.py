@@ -14,7 +14,8 @@ at once, each call on its share of the cores: on a small CPU that keeps every co
 serial parts and through the other threads' work (reader, writer, tracker), where one call spread over all cores
 waits at each operator for its slowest thread. The detector sees nothing but its own frame, and the schedule still
 decides for each frame after the frame before it was tracked, so the tracks are those of `step()` frame by frame.
-A detector on a GPU should launch on its own CUDA stream for its kernels to overlap the pose network's too.
+A detector on a GPU launches on its thread's own CUDA stream (detection/device_ops.own_stream), so its kernels
+overlap the pose network's too.
 """
 from __future__ import annotations
 

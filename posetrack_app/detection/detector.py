@@ -10,6 +10,7 @@ run on their device: only the kept boxes, scores and keypoints come back.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Tuple
 
 from ..errors import UserError
@@ -44,6 +45,7 @@ class YoloPoseDetector:
         self.score_threshold = score_threshold
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
+        self._streams = threading.local()  # device backends: each calling thread's CUDA stream (own_stream)
 
     @classmethod
     def build(cls, model: str = "yolo11n-pose", *, backend: str = "auto", device: str = "auto",
@@ -91,17 +93,18 @@ class YoloPoseDetector:
     def _on_device(self, frame: Frame) -> Detections:
         import torch
 
-        from .device_ops import decode_tensor, letterbox_tensor, to_image, upload_frame
+        from .device_ops import decode_tensor, letterbox_tensor, own_stream, to_image, upload_frame
 
         params = self.letterbox(frame.image_bgr.shape[:2])
-        image = upload_frame(frame.image_bgr, self.backend.device)
-        output = self.backend.run(letterbox_tensor(image, params, self.backend.input_dtype))
-        self._check_output(output.shape[1])
-        boxes, scores, keypoints = decode_tensor(output, self.score_threshold, self.nms_iou_threshold,
-                                                 self.max_detections)
-        boxes, keypoints = to_image(boxes, keypoints, params, (frame.height, frame.width))
-        # One transfer (and one synchronisation) for everything that comes back.
-        rows = torch.cat([boxes, scores[:, None], keypoints.flatten(1)], dim=1).cpu().numpy()
+        with own_stream(self.backend.device, self._streams):
+            image = upload_frame(frame.image_bgr, self.backend.device)
+            output = self.backend.run(letterbox_tensor(image, params, self.backend.input_dtype))
+            self._check_output(output.shape[1])
+            boxes, scores, keypoints = decode_tensor(output, self.score_threshold, self.nms_iou_threshold,
+                                                     self.max_detections)
+            boxes, keypoints = to_image(boxes, keypoints, params, (frame.height, frame.width))
+            # One transfer (and one synchronisation, of this thread's stream) for everything that comes back.
+            rows = torch.cat([boxes, scores[:, None], keypoints.flatten(1)], dim=1).cpu().numpy()
         return Detections(rows[:, :4], rows[:, 4], rows[:, 5:].reshape(len(rows), keypoints.shape[1], 3))
 
     def close(self) -> None:

@@ -8,13 +8,28 @@ Shape glossary:
 """
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+import threading
+from typing import ContextManager, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .yolo_onnx import PAD_VALUE, Letterbox, letterbox_size
+
+
+def own_stream(device: str, streams: threading.local) -> ContextManager:
+    """Runs the caller's CUDA work on a stream of its own thread (made on first use and kept in `streams`), so that
+    a detector working ahead in its thread overlaps its kernels with the pose network's instead of queueing
+    behind them on the default stream. A no-op on a CPU. The caller's results come back to the host inside the
+    context (a blocking copy waits for this stream), so nothing else needs to wait for it."""
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    stream = getattr(streams, "stream", None)
+    if stream is None:
+        stream = streams.stream = torch.cuda.Stream(device)
+    return torch.cuda.stream(stream)
 
 
 def upload_frame(image_bgr: np.ndarray, device: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -154,20 +154,29 @@ def _library_output_to_stderr():
 ARTEFACT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 
 
-def artefact_path(cache: Path, stem: str, fmt: str, device: str = "cpu") -> Path:
-    """Where the `fmt` export of `stem` lives. A TorchScript trace records the device its anchor grid is made on
-    (aten::arange(..., device=...) is a graph constant), so it runs on that device only: one file per device, e.g.
-    yolo11n-pose.torchscript (cpu) and yolo11n-pose_cuda0.torchscript (cuda:0)."""
+def artefact_path(cache: Path, stem: str, fmt: str, device: str = "cpu",
+                  static_hw: Optional[Tuple[int, int]] = None) -> Path:
+    """Where the `fmt` export of `stem` lives. A TorchScript trace records the devices of the tensors it makes
+    (aten::arange(..., device=...) is a graph constant), so it runs on its device only: one file per device, e.g.
+    yolo11n-pose.torchscript (cpu) and yolo11n-pose_cuda0.torchscript (cuda:0).
+
+    static_hw: a TorchScript export for that one input size, e.g. yolo11n-pose_cuda0_736x960.torchscript. The
+    dynamic-size trace makes its anchor grid on the host at every call and copies it to the device, which a CUDA
+    graph cannot capture; a fixed-size trace holds the grid as a constant on its device instead."""
     tag = "" if fmt != "torchscript" or device == "cpu" else "_" + device.replace(":", "")
     if tag == "_cuda":
         tag = "_cuda0"
+    if fmt == "torchscript" and static_hw is not None:
+        tag += f"_{static_hw[0]}x{static_hw[1]}"
     return cache / f"{stem}{tag}{ARTEFACT_SUFFIXES[fmt]}"
 
 
-def export_artefacts(checkpoint: Path, targets: Dict[str, Path], device: str = "cpu") -> None:
+def export_artefacts(checkpoint: Path, targets: Dict[str, Path], device: str = "cpu",
+                     static_hw: Optional[Tuple[int, int]] = None) -> None:
     """Export a YOLO-pose .pt with Ultralytics, offline, into `targets` (format -> path), each with a dynamic input
     size (TorchScript with `dynamic=True` computes its anchors from the input instead of baking in the trace's;
-    it is traced on `device`, see artefact_path). Each file is written atomically."""
+    it is traced on `device`, see artefact_path), or for the one input size `static_hw` (height, width) when
+    given. Each file is written atomically."""
     os.environ["YOLO_OFFLINE"] = "1"  # Ultralytics must never reach for the network
     try:
         from ultralytics import YOLO
@@ -183,14 +192,21 @@ def export_artefacts(checkpoint: Path, targets: Dict[str, Path], device: str = "
             options = dict(simplify=False) if fmt == "onnx" else {}
             if fmt == "torchscript" and device != "cpu":
                 options["device"] = device.partition(":")[2] or "0"  # Ultralytics names CUDA devices by index
+            if static_hw is not None:
+                options["imgsz"] = list(static_hw)
             with _library_output_to_stderr():
-                exported = YOLO(str(local), task="pose").export(format=fmt, dynamic=True, verbose=False, **options)
+                exported = YOLO(str(local), task="pose").export(format=fmt, dynamic=static_hw is None, verbose=False,
+                                                                **options)
             os.replace(exported, path)
 
 
-def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx", device: str = "cpu") -> Path:
+def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx", device: str = "cpu",
+                  static_hw: Optional[Tuple[int, int]] = None) -> Path:
     """Config value -> path of the model file in format `fmt` ("onnx" or "torchscript" for `device`), exporting
-    (once; the ONNX and CPU TorchScript files together) when given a checkpoint or the default model."""
+    (once; the ONNX and CPU TorchScript files together) when given a checkpoint or the default model.
+    static_hw: the TorchScript export for that one input size (artefact_path), made on its own."""
+    if static_hw is not None and fmt != "torchscript":
+        raise ValueError(f"a fixed input size is only exported for TorchScript, not {fmt}")
     suffix = ARTEFACT_SUFFIXES[fmt]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if model == DEFAULT_MODEL:
@@ -210,10 +226,12 @@ def resolve_model(model: str, cache_dir: str = "", fmt: str = "onnx", device: st
             raise UserError(f"detector model {checkpoint} is neither .pt, .onnx nor .torchscript: point "
                             "detector.model at a YOLO-pose checkpoint or export")
         stem = f"{checkpoint.stem}-{hashlib.sha1(checkpoint.read_bytes()).hexdigest()[:12]}"
-    wanted = artefact_path(cache, stem, fmt, device)
+    wanted = artefact_path(cache, stem, fmt, device, static_hw)
     if not wanted.is_file():
         source = checkpoint if checkpoint is not None else _packaged_checkpoint()
-        if device == "cpu":
+        if static_hw is not None:
+            export_artefacts(source, {fmt: wanted}, device=device, static_hw=static_hw)
+        elif device == "cpu":
             together = {f: artefact_path(cache, stem, f) for f in ARTEFACT_SUFFIXES}
             export_artefacts(source, {f: p for f, p in together.items() if not p.is_file()})
         else:

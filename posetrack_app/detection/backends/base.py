@@ -59,6 +59,7 @@ class DetectorOptions:
     intra_op_threads: int = 0
     ort_spinning: bool = False
     engine: str = ""
+    cuda_graphs: bool = True
     int8_calibration: str = ""
     int8_calibration_frames: int = 64
 
