@@ -12,6 +12,7 @@ strongly typed networks only, and this backend then offers fp32 (the torch backe
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Dict
 
@@ -126,6 +127,11 @@ class TensorRTNetwork:
         self.precision = manifest.get("precision", "fp32")
         self.providers = (f"TensorRT {trt.__version__}",)
         self.engine_path = engine_path
+        # One execution context for every calling thread, each of which enqueues on its own CUDA stream
+        # (device_ops.own_stream): the lock keeps one caller's shapes and addresses from mixing with another's,
+        # and the event keeps a second stream from running the context while the first still uses its memory.
+        self._lock = threading.Lock()
+        self._context_free = torch.cuda.Event()
 
     @classmethod
     def from_options(cls, options: DetectorOptions) -> "TensorRTNetwork":
@@ -153,17 +159,21 @@ class TensorRTNetwork:
 
     def run(self, blob: torch.Tensor) -> torch.Tensor:
         inputs = blob.to(device=self.device, dtype=self.input_dtype).contiguous()
-        if not self.context.set_input_shape(self.input_name, tuple(inputs.shape)):
-            raise ValueError(f"the detector engine rejects input {tuple(inputs.shape)}: its profile ends at "
-                             "detector.input_size; rebuild it for a larger size")
-        outputs = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
-                              device=self.device)
-        self.context.set_tensor_address(self.input_name, inputs.data_ptr())
-        self.context.set_tensor_address(self.output_name, outputs.data_ptr())
-        # On torch's stream: the decoding that follows is ordered after the engine, and the caching allocator does
-        # not reuse `inputs` before the engine has read it.
-        if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed for the detector; run with -v for TensorRT's log")
+        stream = torch.cuda.current_stream(self.device)
+        with self._lock:
+            if not self.context.set_input_shape(self.input_name, tuple(inputs.shape)):
+                raise ValueError(f"the detector engine rejects input {tuple(inputs.shape)}: its profile ends at "
+                                 "detector.input_size; rebuild it for a larger size")
+            outputs = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
+                                  device=self.device)
+            self.context.set_tensor_address(self.input_name, inputs.data_ptr())
+            self.context.set_tensor_address(self.output_name, outputs.data_ptr())
+            stream.wait_event(self._context_free)
+            # On torch's current stream: the decoding that follows is ordered after the engine, and the caching
+            # allocator does not reuse `inputs` before the engine has read it.
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed for the detector; run with -v for TensorRT's log")
+            self._context_free.record(stream)
         return outputs
 
     def close(self) -> None:
