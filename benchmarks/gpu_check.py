@@ -49,6 +49,8 @@ RANDOM_WEIGHTS_NAME = "pose_random_official_layout.pth"
 GOAL_FPS = {"persons6_720p": 100.0, "persons30_1080p_pose_only": 30.0}
 # vtest.avi at 960: with HRNet at least the peer's FPS; detector keypoints only, at least 1.5x the peer's.
 GOAL_PEER_RATIO = {"vtest_960_outputs": 1.0, "vtest_960_detector_keypoints": 1.5}
+# `posetrack` ends with 128 + the signal's number when a signal interrupts it (interrupts.exit_code).
+INTERRUPTED_EXIT_CODE_ABOVE = 128
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ def run_cases(args) -> int:
                   "seconds": round(time.perf_counter() - start, 1), "argv": argv}
         write_json_atomic(args.work / f"case_{case.id}.status.json", status, indent=2)
         failures += code != 0
+        if code > INTERRUPTED_EXIT_CODE_ABOVE:
+            # The step's time limit (gpu_check.sh's `timeout`) or Ctrl-C: the cases not started are left out.
+            print(f"interrupted during case {case.id}: the cases after it are not run", flush=True)
+            break
     return 1 if failures else 0
 
 
@@ -357,7 +363,9 @@ def report(args) -> int:
                       f"{tests['errors']} errors, {tests['skipped']} skipped"]
     lines += ["", "| case | FPS | goal | where the time goes (median ms per frame) |", "|---|---:|---|---|"]
     for c in cases:
-        fps = f"{c.fps:.1f}" if c.fps is not None else f"failed (exit {c.exit_code})"
+        fps = (f"{c.fps:.1f}" if c.fps is not None else
+               f"interrupted (exit {c.exit_code})" if c.exit_code > INTERRUPTED_EXIT_CODE_ABOVE else
+               f"failed (exit {c.exit_code})")
         lines.append(f"| {c.title} | {fps} | {goal_text(c, peer_fps, args.quick)} | {top_stages(c)} |")
     if peer is not None:
         lines.append(f"| peer: {peer.get('title', 'ultralytics YOLO11n-pose + ByteTrack')} | "

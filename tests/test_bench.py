@@ -174,6 +174,32 @@ def test_one_output_that_cannot_be_finished_discards_them_all(runner, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file is left
 
 
+class InterruptedSource(ClipSource):
+    """Ctrl-C (or SIGTERM, which the CLI turns into the same) after `frames` frames."""
+
+    def __init__(self, clip, frames):
+        super().__init__(clip)
+        self.count = frames
+
+    def frames(self):
+        for index, frame in enumerate(self.clip.frames()):
+            if index == self.count:
+                raise KeyboardInterrupt
+            yield frame
+
+
+@pytest.mark.parametrize("runner", [runs.run_sequential, runs.run_pipelined])
+def test_an_interrupted_run_stops_the_benchmark_and_keeps_its_outputs(runner, tmp_path):
+    """An interrupted run is no measurement: both runners end with the interrupt (the pipelined one used to return
+    the frames seen so far, which bench then reported as "the source ended during the warm-up frames"), and the
+    outputs written so far are closed and kept, as `posetrack track` keeps them."""
+    clip = synthetic.SyntheticClip(2, 160, 120, 10, seed=4)
+    out = tmp_path / "poses.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        runner(_pipeline(clip), InterruptedSource(clip, 3), [JsonLinesSink(out, COCO17)], warmup=5, frames=5)
+    assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 1, 2]
+
+
 def _fake_run(mode="sequential"):
     stats = {
         "decode": StageStats(4, 40.0, 10.0, 10.0, 12.0, 8.0, 12.0),

@@ -76,8 +76,30 @@ def test_gpu_mode_without_cuda_stops_at_once_with_a_clear_message(tmp_path):
     (["--device", "tpu"], "--device must be cuda, cuda:N or cpu"),
     (["--weights", "/nonexistent/w48.pth"], "not found"),
     (["--frames", "3"], "unknown argument --frames"),
+    (["--budget", "ten"], "--budget must be a whole number of seconds"),
 ])
 def test_bad_arguments_exit_2(args, fragment):
     result = _run(*args, timeout_s=60)
     assert result.returncode == 2
     assert fragment in result.stderr
+
+
+def test_a_case_stopped_by_the_time_limit_reads_as_interrupted(tmp_path):
+    """A case ended by the step's time limit (posetrack exits 128 + SIGTERM's number) is reported as interrupted,
+    not as failed with a made-up reason (the 30-person case of the H200 run of 2026-11-30 read "failed (exit 2)",
+    its bench having blamed the source for ending during the warm-up)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    work = tmp_path / "work"
+    work.mkdir()
+    for order, (case_id, code) in enumerate([("persons6_720p_pose_only", 2), ("persons30_1080p_pose_only", 143)]):
+        (work / f"case_{case_id}.status.json").write_text(json.dumps(
+            {"id": case_id, "order": order, "title": case_id, "exit_code": code, "seconds": 1.0, "argv": []}))
+    assert gpu_check.main(["report", "--work", str(work), "--device", "cpu", "--quick",
+                           "--out", str(tmp_path / "r")]) == 0
+    table = (tmp_path / "r.md").read_text()
+    assert "| persons6_720p_pose_only | failed (exit 2) |" in table
+    assert "| persons30_1080p_pose_only | interrupted (exit 143) |" in table

@@ -114,7 +114,7 @@ def run_sequential(pipeline, source: FrameSource, sinks: Sequence = (), *, warmu
     """decode -> pipeline.step -> render/write, one frame after the other on one thread (no overlap).
 
     The pipeline's own timer collects detect/propagate/pose/track; it is reset at the end of warm-up.
-    Sinks are closed here (kept on success, discarded on error).
+    Sinks are closed here (kept on success and on an interrupt, which propagates; discarded on error).
     """
     side_timer, timed_source, writers = _prepare_run(pipeline, source, sinks, warmup, frames, render_options)
     clock = pipeline.timer.clock
@@ -130,6 +130,9 @@ def run_sequential(pipeline, source: FrameSource, sinks: Sequence = (), *, warmu
                 writer.write(frame, tracks, smoothed_fps)
             frame_clock.frame_done(tracks)
         keep = True
+    except KeyboardInterrupt:
+        keep = True  # as `posetrack track`: what was written is complete and kept
+        raise
     finally:
         for writer in writers:
             writer.close(keep=keep)
@@ -142,7 +145,8 @@ def run_pipelined(pipeline, source: FrameSource, sinks: Sequence = (), *, warmup
     """The app's threaded runner (`pipeline.run_stream`: reader thread -> pipeline -> writer thread), timed.
 
     Wall time runs from the completion of the last warm-up frame until run_stream returns (the writer has
-    drained and the outputs are closed).
+    drained and the outputs are closed). An interrupt (Ctrl-C, SIGTERM) keeps the outputs and propagates: the
+    frames seen so far are no measurement.
     """
     from ..pipeline import run_stream
 
@@ -150,6 +154,8 @@ def run_pipelined(pipeline, source: FrameSource, sinks: Sequence = (), *, warmup
     frame_clock = _FrameClock(pipeline, warmup)
     summary = run_stream(pipeline, timed_source, writers, max_frames=warmup + frames, queue_size=queue_size,
                          on_frame=lambda frame, tracks: frame_clock.frame_done(tracks))
+    if summary.interrupted:
+        raise KeyboardInterrupt
     run = frame_clock.run("pipelined", side_timer, timed_source)
     run.extra["dropped_frames"] = summary.dropped_frames
     return run
