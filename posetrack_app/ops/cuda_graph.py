@@ -2,7 +2,8 @@
 
 A captured graph replays a network's kernels with one launch: on a fast GPU, small networks are bound by the
 host launching their kernels one by one, not by the kernels (issue 17: YOLO11n-pose in fp16 on an H200 took
-4.2-5.4 ms a frame launched eagerly and 1.3-1.5 ms replayed as a graph).
+4.2-5.4 ms a frame launched eagerly and 1.3-1.5 ms replayed as a graph; in the pipeline, beside the pose network,
+its stage went from 24.4 to 6.3 ms a frame at 1280).
 """
 from __future__ import annotations
 

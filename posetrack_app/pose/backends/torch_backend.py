@@ -7,12 +7,13 @@ CUDA graphs: a graph is captured lazily for each bucket size in `cuda_graph_batc
 default); a batch of B crops runs in the smallest bucket >= B (padded; the padding rows are ignored), larger batches
 in chunks of the largest bucket. Static input/output buffers belong to the graph, so outputs are cloned before they
 are returned. `warmup()` captures (and with torch.compile, compiles) every bucket up front and returns what that
-cost, so a stream does not stall the first time a new number of people appears.
+cost, so a stream does not stall the first time a new number of people appears; the pipeline's builder calls it
+(build.build_pose_stage). With CUDA graphs cuDNN also times its algorithms for each bucket (see __init__).
 
-torch.compile (inductor, static shapes) compiles once per bucket shape: worth it for long runs on a GPU, where the
-issue-17 measurement on an H200 had W48 384x288 fp16 + CUDA graphs at 1,305 crops/s (batch 32) without it and
-1,792 with it; the compile itself takes tens of seconds per bucket there (not measured here: no GPU), which is
-why it stays off by default. On a CPU, BatchNorm folding (below) is what pays.
+torch.compile (inductor, static shapes) compiles once per bucket shape. On an H200, W48 384x288 fp16 + CUDA graphs
+ran at 1,304 / 1,353 crops/s (batch 32 / 64) without it and 1,782 / 1,933 with it, at 20-23 s of compiling per
+bucket; cuDNN's timing alone later reached 1,839 / 1,946 (RESULTS.md, GPU), which is why compile stays off by
+default. On a CPU, BatchNorm folding (below) is what pays.
 """
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ class TorchBackend(BackendBase):
         with torch.no_grad():
             self._graphs[bucket] = _GraphBucket(self._run, bucket, example)
         log.debug("pose network: CUDA graph for batch %d captured in %.1f s%s", bucket, time.perf_counter() - started,
-                 " (torch.compile included)" if self._run is not self.model else "")
+                  " (torch.compile included)" if self._run is not self.model else "")
 
     def _graph_forward(self, batch: torch.Tensor) -> torch.Tensor:
         largest = self.cuda_graph_batches[-1]
