@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence as SequenceType, Tuple
+from typing import Dict, Iterable, List, Sequence as SequenceType, Tuple
 
 import numpy as np
 

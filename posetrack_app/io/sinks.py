@@ -21,7 +21,6 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2

@@ -24,7 +24,7 @@ option of the estimator; neither is the paper's.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
