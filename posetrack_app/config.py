@@ -187,7 +187,10 @@ class PoseConfig(_Validated):
     # engines/ on first use; tensorrt needs a file built by `posetrack export --format tensorrt`.
     engine: str = ""
     # torch backend speed options: channels_last memory format, torch.compile, and CUDA-graph capture for the
-    # batch sizes in cuda_graph_batches (GPU only; a batch runs in the smallest bucket that holds it).
+    # batch sizes in cuda_graph_batches (GPU only; a batch runs in the smallest bucket that holds it). With
+    # cuda_graphs every bucket is captured when the pipeline is built, so no new number of people stalls a stream:
+    # on an H200 0.1-2.8 s a bucket with cuDNN timing its algorithms, 20-23 s with compile as well. Fewer buckets
+    # (the crop counts you expect) start faster.
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
