@@ -7,7 +7,7 @@ its stage went from 24.4 to 6.3 ms a frame at 1280).
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable
 
 import torch
 
@@ -16,29 +16,36 @@ import torch
 WARMUP_RUNS = 3
 
 
-def capture(run: Callable[[torch.Tensor], torch.Tensor], static_input: torch.Tensor
-            ) -> Tuple["torch.cuda.CUDAGraph", torch.Tensor]:
-    """Capture `run(static_input)` as a CUDA graph; returns (graph, static_output). To use it: copy a new input
-    into `static_input`, `graph.replay()` on the stream that should run it, and read `static_output` (the next
-    replay overwrites it). Call it without autograd (torch.no_grad, not inference_mode: the static input is
-    written in place after the capture).
+class CapturedGraph:
+    """`run(static_input)` captured once as a CUDA graph. Calling it with a batch of at most `static_input`'s rows
+    copies them in, replays the graph on the current stream and returns a copy of the output's rows (the next replay
+    overwrites the static output). Build and call it without autograd (torch.no_grad, not inference_mode: the
+    static input is written in place after the capture).
 
     The capture runs on a side stream that first waits for the caller's stream, and in "thread_local" mode: the
     pipeline captures while other threads keep launching work and allocating on the same GPU (the detector ahead
     of the pose network), which "global" mode would turn into a capture error. It neither synchronises the device
     nor empties the allocator's cache, as torch.cuda.graph does, so the other threads' work is not stalled."""
-    device = static_input.device
-    caller = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(caller)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(side):
-        for _ in range(WARMUP_RUNS):
-            run(static_input)
-        graph.capture_begin(capture_error_mode="thread_local")
-        try:
-            static_output = run(static_input)
-        finally:
-            graph.capture_end()
-    caller.wait_stream(side)
-    return graph, static_output
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], static_input: torch.Tensor):
+        device = static_input.device
+        caller = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(caller)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_RUNS):
+                run(static_input)
+            self.graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                self.static_output = run(static_input)
+            finally:
+                self.graph.capture_end()
+        caller.wait_stream(side)
+        self.static_input = static_input
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        rows = batch.shape[0]
+        self.static_input[:rows].copy_(batch)
+        self.graph.replay()
+        return self.static_output[:rows].clone()

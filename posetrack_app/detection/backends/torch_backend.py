@@ -83,7 +83,7 @@ class TorchScriptNetwork:
         self._static_path = static_path
         self._static_modules: Dict[Tuple[int, int], Optional[torch.jit.ScriptModule]] = {}
         self._static_lock = threading.Lock()
-        self._graphs = threading.local()  # .by_shape: {(shape, dtype): (graph, static input, static output) or None}
+        self._graphs = threading.local()  # .by_shape: {(shape, dtype): its CapturedGraph, or None: runs eagerly}
         # Over all threads: graphs captured, and captures that failed (those shapes run eagerly).
         self.graphs_captured = self.graph_failures = 0
 
@@ -111,17 +111,14 @@ class TorchScriptNetwork:
 
     def run(self, blob: torch.Tensor) -> torch.Tensor:
         if self.cuda_graphs:
-            replay = self._graph_for(blob)
-            if replay is not None:
-                graph, static_input, static_output = replay
-                static_input.copy_(blob)
-                graph.replay()
-                # The next replay in this thread overwrites the static output.
-                return static_output.clone()
+            graph = self._graph_for(blob)
+            if graph is not None:
+                with torch.no_grad():
+                    return graph(blob)
         with torch.inference_mode():
             return _predictions(self.module(blob))
 
-    def _graph_for(self, blob: torch.Tensor):
+    def _graph_for(self, blob: torch.Tensor) -> Optional[cuda_graph.CapturedGraph]:
         """This thread's graph for the blob's shape, captured on first use; None where that shape runs eagerly."""
         by_shape = getattr(self._graphs, "by_shape", None)
         if by_shape is None:
@@ -132,11 +129,9 @@ class TorchScriptNetwork:
         entry = None
         module = self._static_module(tuple(blob.shape[2:])) if len(by_shape) < MAX_GRAPHS_PER_THREAD else None
         if module is not None:
-            static_input = blob.clone()
             try:
                 with torch.no_grad():
-                    graph, static_output = cuda_graph.capture(lambda x: _predictions(module(x)), static_input)
-                entry = (graph, static_input, static_output)
+                    entry = cuda_graph.CapturedGraph(lambda x: _predictions(module(x)), blob.clone())
                 log.debug("detector: CUDA graph captured for input %s", list(blob.shape))
                 with self._static_lock:
                     self.graphs_captured += 1

@@ -96,22 +96,6 @@ def fold_batchnorm(model: nn.Module, input_hw: Tuple[int, int]) -> nn.Module:
     return folded_model
 
 
-class _GraphBucket:
-    """One captured CUDA graph for a fixed batch size, with its static buffers."""
-
-    def __init__(self, run, batch_size: int, example: torch.Tensor):
-        self.batch_size = batch_size
-        self.static_input = torch.zeros((batch_size,) + tuple(example.shape[1:]), dtype=example.dtype,
-                                        device=example.device).contiguous(memory_format=_memory_format(example))
-        self.graph, self.static_output = cuda_graph.capture(run, self.static_input)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        b = batch.shape[0]
-        self.static_input[:b].copy_(batch)
-        self.graph.replay()
-        return self.static_output[:b].clone()
-
-
 def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
     if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous():
         return torch.channels_last
@@ -164,7 +148,7 @@ class TorchBackend(BackendBase):
             # 1,146 / 1,355 -> 1,334 / 1,506 / 1,954 crops/s; RESULTS.md, GPU). Process-wide: the detector's
             # fixed-size convolutions get the same. Without graphs every new batch size would be timed mid-stream.
             torch.backends.cudnn.benchmark = True
-        self._graphs: Dict[int, _GraphBucket] = {}
+        self._graphs: Dict[int, cuda_graph.CapturedGraph] = {}
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> "TorchBackend":
@@ -191,8 +175,10 @@ class TorchBackend(BackendBase):
         started = time.perf_counter()
         # Capture outside inference_mode: inference tensors cannot be graph-static buffers that are written in
         # place later.
+        static_input = torch.zeros((bucket,) + tuple(example.shape[1:]), dtype=example.dtype,
+                                   device=example.device).contiguous(memory_format=_memory_format(example))
         with torch.no_grad():
-            self._graphs[bucket] = _GraphBucket(self._run, bucket, example)
+            self._graphs[bucket] = cuda_graph.CapturedGraph(self._run, static_input)
         log.debug("pose network: CUDA graph for batch %d captured in %.1f s%s", bucket, time.perf_counter() - started,
                   " (torch.compile included)" if self._run is not self.model else "")
 
