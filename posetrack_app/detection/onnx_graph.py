@@ -13,18 +13,14 @@ denominator is the same for every channel at a position, so
 which runs as strided reductions and one Exp, with no transposes: the detector is 5-7% faster at 640x480 and
 960x736 and its outputs differ from the original's by float rounding (about 1e-4 px). Measured on the CPU; the
 function is the same on any execution provider. OpenVINO gains nothing from it, so it loads the file as it is.
+It applies to graphs ONNX Runtime runs whole: a split head (sparse_head.py) decodes its kept anchors in numpy.
 """
 from __future__ import annotations
-
-import logging
-from typing import Optional
-
-log = logging.getLogger(__name__)
 
 SOFTMAX_AXIS = 1
 
 
-def _attribute(node, name: str, default):
+def node_attribute(node, name: str, default):
     from onnx import helper
 
     for attribute in node.attribute:
@@ -40,8 +36,8 @@ def _linear_pointwise_conv(node, initializers) -> bool:
     weight = initializers.get(node.input[1])
     if weight is None or len(weight.dims) != 4 or tuple(weight.dims[2:]) != (1, 1):
         return False
-    return (_attribute(node, "group", 1) == 1 and all(s == 1 for s in _attribute(node, "strides", [1, 1]))
-            and not any(_attribute(node, "pads", [0, 0, 0, 0])) and _attribute(node, "auto_pad", b"NOTSET")
+    return (node_attribute(node, "group", 1) == 1 and all(s == 1 for s in node_attribute(node, "strides", [1, 1]))
+            and not any(node_attribute(node, "pads", [0, 0, 0, 0])) and node_attribute(node, "auto_pad", b"NOTSET")
             in (b"NOTSET", b"VALID"))
 
 
@@ -52,7 +48,7 @@ def _find_softmax_expectation(graph):
     graph_outputs = {output.name for output in graph.output}
     nodes = list(graph.node)
     for softmax_index, softmax in enumerate(nodes):
-        if softmax.op_type != "Softmax" or _attribute(softmax, "axis", -1) != SOFTMAX_AXIS:
+        if softmax.op_type != "Softmax" or node_attribute(softmax, "axis", -1) != SOFTMAX_AXIS:
             continue
         if softmax.output[0] in graph_outputs:
             continue
@@ -106,16 +102,3 @@ def rewrite_softmax_expectation(model) -> bool:
     del graph.node[:]
     graph.node.extend(nodes)
     return True
-
-
-def rewritten_model_bytes(onnx_path) -> Optional[bytes]:
-    """The model at `onnx_path` with the decoder rewritten, serialized for onnxruntime.InferenceSession; None when
-    its graph has no decoder Softmax to rewrite (the file is then loaded as it is)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    if not rewrite_softmax_expectation(model):
-        log.debug("%s: no Softmax + 1x1 Conv decoder to rewrite", onnx_path)
-        return None
-    log.debug("%s: decoder Softmax rewritten as Exp / ReduceSum", onnx_path)
-    return model.SerializeToString()

@@ -9,27 +9,40 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ...errors import UserError
 from ...onnx_providers import CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
-from ..onnx_graph import rewritten_model_bytes
+from ..onnx_graph import rewrite_softmax_expectation
+from ..sparse_head import SplitPoseHead
 from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
 
 log = logging.getLogger(__name__)
+
+
+def _io_shapes(values, initializers):
+    """Shapes of a graph's inputs or outputs (initializers listed as inputs by old exporters left out): each
+    dimension an int, or its symbolic name."""
+    return [[dim.dim_value if dim.HasField("dim_value") else dim.dim_param
+             for dim in value.type.tensor_type.shape.dim]
+            for value in values if value.name not in initializers]
 
 
 class OnnxRuntimeNetwork:
     """`onnx_path`: a YOLO-pose ONNX file, input [1, 3, S, T], output [1, 5 + 3K, A].
 
     intra_op_threads: 0 = one per core. spinning: worker threads busy-wait between operators (lower latency
-    when the cores are free; off leaves them to the reader and writer threads)."""
+    when the cores are free; off leaves them to the reader and writer threads). split_head: run the box and
+    keypoint branches only at the anchors that score (detection/sparse_head.py) when the graph allows it; False
+    runs the file whole (for measuring the two against each other)."""
 
     name = "onnxruntime"
     host_io = True
 
     def __init__(self, onnx_path, *, device: str = "cpu", providers: Sequence[str] = DEFAULT_PROVIDERS,
-                 intra_op_threads: int = 0, spinning: bool = False, precision: str = "fp32"):
+                 intra_op_threads: int = 0, spinning: bool = False, precision: str = "fp32",
+                 split_head: bool = True):
         chosen = select_providers(providers_for_device(device, providers), ort.get_available_providers())
         if device.startswith("cuda") and CUDA_PROVIDER not in chosen:
             raise UserError("detector.device is cuda but this onnxruntime has no CUDA provider: pip install "
@@ -41,21 +54,34 @@ class OnnxRuntimeNetwork:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         provider_options = [{"device_id": int(device.partition(":")[2] or 0)} if p == CUDA_PROVIDER else {}
                             for p in chosen]
+
+        def make_session(model_bytes: bytes):
+            return ort.InferenceSession(model_bytes, sess_options=options, providers=list(chosen),
+                                        provider_options=provider_options)
+
         try:
-            # The box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py), in memory: the file,
-            # which may be the user's, is left as it is.
-            model = rewritten_model_bytes(onnx_path)
-            self.session = ort.InferenceSession(model if model is not None else str(onnx_path), sess_options=options,
-                                                providers=list(chosen), provider_options=provider_options)
-        except Exception as exc:  # onnx and onnxruntime raise their own exception types for unreadable models
+            model = onnx.load(str(onnx_path))
+        except Exception as exc:  # onnx raises its own exception types for unreadable files
             raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        initializers = {tensor.name for tensor in model.graph.initializer}
+        inputs, outputs = _io_shapes(model.graph.input, initializers), _io_shapes(model.graph.output, initializers)
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"{onnx_path} has {len(inputs)} inputs and {len(outputs)} outputs: not a YOLO-pose "
                             "export; point detector.model at one")
-        check_pose_io(inputs[0].shape, outputs[0].shape, onnx_path)
-        self.input_name = inputs[0].name
-        self.fixed_hw = fixed_input_hw(inputs[0].shape)
+        check_pose_io(inputs[0], outputs[0], onnx_path)
+        try:
+            # Both forms in memory: the file, which may be the user's, is left as it is.
+            self.split_head = SplitPoseHead.split(model, make_session) if split_head else None
+            if self.split_head is None:
+                # The whole graph, its box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py).
+                rewrite_softmax_expectation(model)
+                self.session = make_session(model.SerializeToString())
+            else:
+                self.session = self.split_head.trunk
+        except Exception as exc:  # onnxruntime raises its own exception types for models it cannot load
+            raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.fixed_hw = fixed_input_hw(inputs[0])
         self.providers = tuple(self.session.get_providers())
         self.device = device if self.providers[0] == CUDA_PROVIDER else "cpu"
         self.precision = precision
@@ -71,8 +97,12 @@ class OnnxRuntimeNetwork:
     def description(self) -> str:
         return f"onnxruntime {self.precision} on {self.device} ({self.providers[0]})"
 
-    def run(self, blob: np.ndarray) -> np.ndarray:
+    def run(self, blob: np.ndarray, min_score: float = 0.0) -> np.ndarray:
+        """[1, 5 + 3K, A'] network output: every anchor of the whole graph, or with the split head only those
+        scoring above min_score (the others the detector would drop anyway)."""
+        if self.split_head is not None:
+            return self.split_head.run(blob, min_score)
         return self.session.run(None, {self.input_name: blob})[0]
 
     def close(self) -> None:
-        self.session = None
+        self.session = self.split_head = None

@@ -87,7 +87,8 @@ class OpenVinoNetwork:
             self._requests[shape] = request
         return request
 
-    def run(self, blob: np.ndarray) -> np.ndarray:
+    def run(self, blob: np.ndarray, min_score: float = 0.0) -> np.ndarray:
+        """[1, 5 + 3K, A] output at every anchor (min_score is for backends that can skip anchors)."""
         request = self._request(tuple(blob.shape))
         request.infer({0: blob})
         # The output buffer belongs to the request and is overwritten by its next run.
