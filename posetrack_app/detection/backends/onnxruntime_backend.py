@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from ...errors import UserError
-from ...onnx_providers import CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
+from ...onnx_providers import CPU_PROVIDER, CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
 from ..onnx_graph import rewrite_softmax_expectation
 from ..sparse_head import SplitPoseHead
 from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
@@ -70,8 +70,11 @@ class OnnxRuntimeNetwork:
                             "export; point detector.model at one")
         check_pose_io(inputs[0], outputs[0], onnx_path)
         try:
-            # Both forms in memory: the file, which may be the user's, is left as it is.
-            self.split_head = SplitPoseHead.split(model, make_session) if split_head else None
+            # Both forms in memory: the file, which may be the user's, is left as it is. The split is for the CPU,
+            # where the dense branches cost 28% of the network; on a GPU they are cheap and the split would bring
+            # the feature maps to the host instead of the output (not measured there), so a GPU runs the whole.
+            on_cpu = chosen[0] == CPU_PROVIDER
+            self.split_head = SplitPoseHead.split(model, make_session) if split_head and on_cpu else None
             if self.split_head is None:
                 # The whole graph, its box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py).
                 rewrite_softmax_expectation(model)
