@@ -54,8 +54,8 @@ def build_detector(cfg: AppConfig, on_first_call: bool = False):
         score_threshold=detector_score_threshold(cfg), nms_iou_threshold=d.nms_iou_threshold,
         max_detections=d.max_detections,
         cache_dir=d.cache_dir, providers=tuple(d.providers), intra_op_threads=d.intra_op_threads,
-        ort_spinning=d.ort_spinning, engine=d.engine, cuda_graphs=d.cuda_graphs, int8_calibration=d.int8_calibration,
-        int8_calibration_frames=d.int8_calibration_frames,
+        ort_spinning=d.ort_spinning, split_head=d.split_head, engine=d.engine, cuda_graphs=d.cuda_graphs,
+        int8_calibration=d.int8_calibration, int8_calibration_frames=d.int8_calibration_frames,
     )
     # "auto" choices are resolved by now: say what runs (the run summary can show detector.description too).
     log.info("detector: %s", detector.description)

@@ -139,6 +139,10 @@ class DetectorConfig(_Validated):
     # shared with other jobs and with the app's own reader and writer threads, spinning cost 1.4-1.7x more CPU per
     # frame and up to 2.2x the wall time (benchmarks/RESULTS.md, detector levers); the detections are the same.
     ort_spinning: bool = False
+    # onnxruntime on a CPU: run the pose head's box and keypoint branches only at the anchors whose person score
+    # passes (detection/sparse_head.py): the same detections for 28% less network work. false runs the graph
+    # whole (for measuring the two, or a model the split does not fit; graphs it cannot split run whole anyway).
+    split_head: bool = True
     # When the detector runs: "fixed" = every detect_every-th frame; "adaptive" = when the flow that carries the
     # tracks between detections gets unreliable (fewer than adaptive_min_reliable_fraction of the flowed joints
     # pass the forward-backward check), when nobody is tracked, or adaptive_max_interval_s after the last

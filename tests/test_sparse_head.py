@@ -152,3 +152,14 @@ def test_the_detector_finds_the_same_people_split_or_whole(networks):
     np.testing.assert_allclose(found[0].boxes_xyxy, found[1].boxes_xyxy, atol=TOLERANCE)
     np.testing.assert_allclose(found[0].scores, found[1].scores, atol=1e-5)
     np.testing.assert_allclose(found[0].keypoints, found[1].keypoints, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("setting, split", [([], True), (["detector.split_head=false"], False)])
+def test_config_switch_reaches_the_network(setting, split):
+    from posetrack_app.build import build_detector
+    from posetrack_app.config import load_config
+
+    cfg = load_config(None, ["detector.backend=onnxruntime", "detector.device=cpu", "detector.input_size=640"]
+                      + setting)
+    detector = build_detector(cfg)
+    assert (detector.backend.split_head is not None) == split

@@ -58,6 +58,7 @@ class DetectorOptions:
     providers: Tuple[str, ...] = DEFAULT_PROVIDERS
     intra_op_threads: int = 0
     ort_spinning: bool = False
+    split_head: bool = True
     engine: str = ""
     cuda_graphs: bool = True
     int8_calibration: str = ""

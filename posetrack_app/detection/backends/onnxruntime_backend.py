@@ -94,7 +94,7 @@ class OnnxRuntimeNetwork:
     def from_options(cls, options: DetectorOptions) -> "OnnxRuntimeNetwork":
         return cls(onnx_model(options), device=options.device, providers=options.providers,
                    intra_op_threads=options.intra_op_threads, spinning=options.ort_spinning,
-                   precision=options.precision)
+                   precision=options.precision, split_head=options.split_head)
 
     @property
     def description(self) -> str:
