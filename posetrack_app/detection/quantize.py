@@ -4,9 +4,16 @@ frames, for the CPU backends (ONNX Runtime and OpenVINO both run Q/DQ graphs wit
 Dynamic quantization (`quantize_dynamic`) was measured 2.3x slower than fp32 on the development CPU (its
 ConvInteger kernels); static Q/DQ fuses into QLinearConv and keeps activations in 8 bits between layers.
 
-What stays in float: the decoding tail of the head (anchor arithmetic, DFL, concatenation of pixel coordinates
-with 0..1 scores, which share no useful 8-bit scale) and the last 1x1 convolution of every head branch, whose
-outputs are the box, score and keypoint regressions. Everything before runs in int8.
+What stays in float: the head's box and keypoint branches, its decoding tail (anchor arithmetic, DFL, concatenation
+of pixel coordinates with 0..1 scores, which share no useful 8-bit scale) and the score branch's last 1x1
+convolution. Everything before, and the score branch's hidden convolutions, run in int8.
+
+The box and keypoint branches stay in float because ONNX Runtime runs them only at the anchors that score
+(sparse_head.py: a graph whose branches are quantized is not split). Quantizing them (recipe 1) saved little and
+cost the joints' precision. Recipe 2 against recipe 1 (dev suite, calibrated on mot17_mini; RESULTS.md section 8):
+pose mAP on syn7 -1.3 -> +0.3 and on syn30 -0.7 -> -0.3 against fp32; detector CPU per frame 216 -> 168 ms at 960
+and 88 -> 64 ms at 640 with ONNX Runtime. OpenVINO runs the file whole, 6% slower than recipe 1 (261 -> 276 ms at
+960).
 """
 from __future__ import annotations
 
@@ -26,13 +33,13 @@ from .yolo_onnx import letterbox_params, network_input
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-# Node names of the detection head (Ultralytics' export names its last module /model.<n>/); the head's hidden
-# convolutions (cv2/cv3/cv4 . level . 0 or 1) and their SiLU are quantized, the rest of the head is not.
+# Node names of the detection head (Ultralytics' export names its last module /model.<n>/); the score branch's
+# hidden convolutions (cv3 . level . 0 or 1) and their SiLU are quantized, the rest of the head is not.
 HEAD_NODE_PATTERN = re.compile(r"^/model\.(\d+)/")
-HEAD_HIDDEN_PATTERN = re.compile(r"/cv[234]\.\d\.[01]")
+HEAD_HIDDEN_PATTERN = re.compile(r"/cv3\.\d\.[01]")
 QUANTIZED_OP_TYPES = ("Conv", "Mul", "Sigmoid", "Add", "Concat", "MaxPool", "Resize", "Split")
 # Bump when the recipe above changes, so cached int8 files made by an older recipe are not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def default_calibration_images() -> List[Path]:
@@ -78,7 +85,8 @@ def read_calibration_frames(source: str, count: int) -> List[np.ndarray]:
 
 
 def excluded_nodes(node_names: Iterable[str]) -> List[str]:
-    """The nodes that stay in float: every node of the last module (the head) except its hidden convolutions."""
+    """The nodes that stay in float: every node of the last module (the head) except the score branch's hidden
+    convolutions."""
     names = list(node_names)
     modules = [int(m.group(1)) for m in map(HEAD_NODE_PATTERN.match, names) if m]
     if not modules:
