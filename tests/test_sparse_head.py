@@ -163,3 +163,20 @@ def test_config_switch_reaches_the_network(setting, split):
                       + setting)
     detector = build_detector(cfg)
     assert (detector.backend.split_head is not None) == split
+
+
+def test_a_split_that_fails_falls_back_to_the_whole_graph(monkeypatch, caplog):
+    from posetrack_app.detection.backends.onnxruntime_backend import OnnxRuntimeNetwork
+    from posetrack_app.detection.yolo_onnx import resolve_model
+
+    def broken(model, make_session):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Node box_0/0 is invalid\nmore lines")
+
+    monkeypatch.setattr(sparse_head.SplitPoseHead, "split", staticmethod(broken))
+    with caplog.at_level("WARNING"):
+        network = OnnxRuntimeNetwork(resolve_model("yolo11n-pose"))
+    assert network.split_head is None
+    assert "could not be split ([ONNXRuntimeError] : 1 : FAIL : Node box_0/0 is invalid); running the whole" \
+        in caplog.text
+    blob = _blob("zidane.jpg", 640)
+    assert network.run(blob, 0.25).shape[2] == 5040  # every anchor of 384x640, as the whole graph gives

@@ -11,7 +11,7 @@ convolution. Everything before, and the score branch's hidden convolutions, run 
 The box and keypoint branches stay in float because ONNX Runtime runs them only at the anchors that score
 (sparse_head.py: a graph whose branches are quantized is not split). Quantizing them (recipe 1) saved little and
 cost the joints' precision. Recipe 2 against recipe 1 (dev suite, calibrated on mot17_mini; RESULTS.md section 8):
-pose mAP on syn7 -1.3 -> +0.3 and on syn30 -0.7 -> -0.3 against fp32; detector CPU per frame 216 -> 168 ms at 960
+pose mAP against fp32 on syn7 -1.5 -> +0.2, syn25 0.0 -> +0.2, syn30 -0.7 -> -0.4 (medians over 16 noise seeds); detector CPU per frame 216 -> 168 ms at 960
 and 88 -> 64 ms at 640 with ONNX Runtime. OpenVINO runs the file whole, 6% slower than recipe 1 (261 -> 276 ms at
 960).
 """

@@ -69,20 +69,25 @@ class OnnxRuntimeNetwork:
             raise UserError(f"{onnx_path} has {len(inputs)} inputs and {len(outputs)} outputs: not a YOLO-pose "
                             "export; point detector.model at one")
         check_pose_io(inputs[0], outputs[0], onnx_path)
-        try:
-            # Both forms in memory: the file, which may be the user's, is left as it is. The split is for the CPU,
-            # where the dense branches cost 28% of the network; on a GPU they are cheap and the split would bring
-            # the feature maps to the host instead of the output (not measured there), so a GPU runs the whole.
-            on_cpu = chosen[0] == CPU_PROVIDER
-            self.split_head = SplitPoseHead.split(model, make_session) if split_head and on_cpu else None
-            if self.split_head is None:
-                # The whole graph, its box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py).
-                rewrite_softmax_expectation(model)
+        # Both forms in memory: the file, which may be the user's, is left as it is. The split is for the CPU, where
+        # the dense branches cost 28% of the network; on a GPU they are cheap and the split would bring the feature
+        # maps to the host instead of the output (not measured there), so a GPU runs the whole graph.
+        self.split_head = None
+        if split_head and chosen[0] == CPU_PROVIDER:
+            try:
+                self.split_head = SplitPoseHead.split(model, make_session)
+            except Exception as exc:  # onnx / onnxruntime errors on a graph the split misread: the whole one still runs
+                log.warning("%s: the detector head could not be split (%s); running the whole graph", onnx_path,
+                            str(exc).splitlines()[0])
+        if self.split_head is not None:
+            self.session = self.split_head.trunk
+        else:
+            # The whole graph, its box decoder's Softmax in a cheaper equivalent form (detection/onnx_graph.py).
+            rewrite_softmax_expectation(model)
+            try:
                 self.session = make_session(model.SerializeToString())
-            else:
-                self.session = self.split_head.trunk
-        except Exception as exc:  # onnxruntime raises its own exception types for models it cannot load
-            raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
+            except Exception as exc:  # onnxruntime raises its own exception types for models it cannot load
+                raise UserError(f"cannot load detector ONNX {onnx_path}: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_hw = fixed_input_hw(inputs[0])
         self.providers = tuple(self.session.get_providers())
