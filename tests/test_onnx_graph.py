@@ -1,6 +1,7 @@
-"""The box decoder's Softmax + 1x1 Conv rewritten as Exp / ReduceSum (detection/onnx_graph.py): the same numbers
-on decoder graphs built here, untouched graphs where the rewrite would change the function, and the real YOLO
-export run through the ONNX Runtime backend equal to the file run as it is."""
+"""The graph rewrites of detection/onnx_graph.py: the box decoder's Softmax + 1x1 Conv as Exp / ReduceSum, and a
+Conv's channel Split as one Conv per part. The same numbers on graphs built here, untouched graphs where a rewrite
+would change the function, and the real YOLO export run through the ONNX Runtime backend equal to the file run as
+it is."""
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from posetrack_app.detection.onnx_graph import rewrite_softmax_expectation
+from posetrack_app.detection.onnx_graph import rewrite_softmax_expectation, split_channel_split_convs
 
 BINS, SIDES, ANCHORS = 16, 4, 50
 
@@ -100,6 +101,8 @@ def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
 
     path = resolve_model("yolo11n-pose")
     assert rewrite_softmax_expectation(onnx.load(str(path))), "the export no longer has the Softmax + Conv decoder"
+    # Every C3k2 block's Split (8 with the attention block's cv1; its attention Split is over axis 2 and stays).
+    assert split_channel_split_convs(onnx.load(str(path))) == 9
     network = OnnxRuntimeNetwork(path, split_head=False)
     assert network.split_head is None
     blob = calibration_blob(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")), 640)
@@ -108,3 +111,112 @@ def test_yolo_export_through_the_backend_equals_the_file_as_it_is():
     got = network.run(blob)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-3  # pixels for boxes and keypoints; about 1e-4 measured
+
+
+# --- A Conv's channel Split as one Conv per part ---
+
+CHANNELS_IN, CHANNELS_OUT, HEIGHT, WIDTH = 5, 8, 7, 9
+
+
+def _conv_split(activation="silu", sizes=(3, 5), sizes_as="initializer", opset=18, group=1, axis=1,
+                leak=None, weights_as_input=False, bias=True, sizes_shared=False):
+    """x [1, 5, 7, 9] -> Conv 3x3 (8 channels) -> activation -> Split over channels -> each part + 1 (a user per
+    part), with the changes the arguments ask for. leak: a tensor of the Conv / activation also made a graph
+    output ("conv" or "act"). sizes_shared: the split sizes are also a graph output."""
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((CHANNELS_OUT, CHANNELS_IN // group, 3, 3)).astype(np.float32)
+    initializers = [numpy_helper.from_array(np.ones(1, np.float32), "one")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, CHANNELS_IN, HEIGHT, WIDTH])]
+    if weights_as_input:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(weight.shape)))
+    else:
+        initializers.append(numpy_helper.from_array(weight, "w"))
+    conv_inputs = ["x", "w"]
+    if bias:
+        initializers.append(numpy_helper.from_array(rng.standard_normal(CHANNELS_OUT).astype(np.float32), "b"))
+        conv_inputs.append("b")
+    nodes = [helper.make_node("Conv", conv_inputs, ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=group)]
+    if activation == "silu":
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["a"])]
+    elif activation == "leaky_relu":
+        nodes.append(helper.make_node("LeakyRelu", ["c"], ["a"], alpha=0.1))
+    elif activation == "maxpool":
+        nodes.append(helper.make_node("MaxPool", ["c"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["a"]) if activation == "identity" else
+                     helper.make_node("Relu", ["c"], ["a"]))
+    parts = [f"part{index}" for index in range(len(sizes))]
+    split_inputs = ["a"]
+    split_attributes = {"axis": axis}
+    if sizes_as == "initializer":
+        initializers.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        split_inputs.append("sizes")
+    elif sizes_as == "constant":
+        nodes.append(helper.make_node("Constant", [], ["sizes"], value=numpy_helper.from_array(
+            np.array(sizes, np.int64))))
+        split_inputs.append("sizes")
+    elif sizes_as == "attribute":  # opset < 13
+        split_attributes["split"] = list(sizes)
+    elif sizes_as == "num_outputs":  # opset 18: equal parts
+        split_attributes["num_outputs"] = len(sizes)
+    nodes.append(helper.make_node("Split", split_inputs, parts, **split_attributes))
+    outputs = []
+    for part in parts:
+        nodes.append(helper.make_node("Add", [part, "one"], [part + "_out"]))
+        outputs.append(helper.make_tensor_value_info(part + "_out", TensorProto.FLOAT, [1, None, None, None]))
+    if leak:
+        outputs.append(helper.make_tensor_value_info({"conv": "c", "act": "a"}[leak], TensorProto.FLOAT,
+                                                     [1, CHANNELS_OUT, HEIGHT, WIDTH]))
+    if sizes_shared:
+        nodes.append(helper.make_node("Identity", ["sizes"], ["sizes_copy"]))
+        outputs.append(helper.make_tensor_value_info("sizes_copy", TensorProto.INT64, [len(sizes)]))
+    graph = helper.make_graph(nodes, "conv_split", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _run_all(model, feeds):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("case", [
+    dict(),
+    dict(activation="leaky_relu"),
+    dict(activation="relu", bias=False),
+    dict(sizes=(2, 2, 4)),
+    dict(sizes_as="constant"),
+    dict(sizes=(4, 4), sizes_as="num_outputs"),
+    dict(sizes=(2, 6), sizes_as="attribute", opset=11),
+    dict(sizes=(4, 4), sizes_as="none", opset=11),  # no sizes at all: equal parts
+    dict(axis=-3),
+    dict(sizes_shared=True),  # the sizes stay for their other user
+])
+def test_channel_split_as_one_conv_per_part_keeps_the_numbers(case):
+    x = np.random.default_rng(3).standard_normal((1, CHANNELS_IN, HEIGHT, WIDTH)).astype(np.float32)
+    original, rewritten = _conv_split(**case), _conv_split(**case)
+    assert split_channel_split_convs(rewritten) == 1
+    onnx.checker.check_model(rewritten, full_check=True)
+    op_types = [node.op_type for node in rewritten.graph.node]
+    assert "Split" not in op_types and "Constant" not in op_types
+    assert op_types.count("Conv") == len(case.get("sizes", (3, 5)))
+    used = {name for node in rewritten.graph.node for name in node.input}
+    assert {tensor.name for tensor in rewritten.graph.initializer} <= used  # the whole Conv's weights are gone
+    for expected, got in zip(_run_all(original, {"x": x}), _run_all(rewritten, {"x": x})):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", [
+    dict(group=5, sizes=(4, 4)),  # grouped: not checked here, so not rewritten
+    dict(axis=2, sizes=(3, 4)),  # a split over rows: every part needs every output channel
+    dict(leak="conv"),  # the Conv's output is needed whole elsewhere
+    dict(leak="act"),
+    dict(weights_as_input=True),  # weights not known when the graph is loaded
+    dict(activation="maxpool"),  # ops outside the list of activations are left alone rather than reasoned about
+    dict(activation="identity"),
+])
+def test_channel_splits_the_rewrite_cannot_take_are_left_alone(change):
+    model = _conv_split(**change)
+    before = model.SerializeToString()
+    assert split_channel_split_convs(model) == 0
+    assert model.SerializeToString() == before

@@ -1,19 +1,27 @@
-"""A cheaper but equivalent form of the YOLO box decoder (DFL), for ONNX Runtime.
+"""Cheaper but equivalent forms of parts of a YOLO graph, for ONNX Runtime on the CPU.
 
-The box head predicts each box side as a distribution over 16 bins; the decoder takes its expectation: Softmax over
-the bins (axis 1 of [1, 16, 4, A]), then a 1x1 convolution with the bin indices as weights. ONNX Runtime's CPU
-Softmax on an axis that is not the last one transposes the tensor around a last-axis Softmax. At 640x480 that
-single node took 7.5 of 117 ms of the detector (one thread, `onnxruntime` profiling), more than any convolution.
-
-The same numbers without it: the convolution is linear in its input channels and has no bias, and the Softmax's
-denominator is the same for every channel at a position, so
+The box decoder (DFL). The box head predicts each box side as a distribution over 16 bins; the decoder takes its
+expectation: Softmax over the bins (axis 1 of [1, 16, 4, A]), then a 1x1 convolution with the bin indices as
+weights. ONNX Runtime's CPU Softmax on an axis that is not the last one transposes the tensor around a last-axis
+Softmax. At 640x480 that single node took 7.5 of 117 ms of the detector (one thread, `onnxruntime` profiling),
+more than any convolution. The same numbers without it: the convolution is linear in its input channels and has
+no bias, and the Softmax's denominator is the same for every channel at a position, so
 
     Conv(Softmax(x)) = Conv(e) / ReduceSum(e),   e = Exp(x - ReduceMax(x))        (reductions over axis 1)
 
 which runs as strided reductions and one Exp, with no transposes: the detector is 5-7% faster at 640x480 and
-960x736 and its outputs differ from the original's by float rounding (about 1e-4 px). Measured on the CPU; the
-function is the same on any execution provider. OpenVINO gains nothing from it, so it loads the file as it is.
-It applies to graphs ONNX Runtime runs whole: a split head (sparse_head.py) decodes its kept anchors in numpy.
+960x736 and its outputs differ from the original's by float rounding (about 1e-4 px). It applies to graphs ONNX
+Runtime runs whole: a split head (sparse_head.py) decodes its kept anchors in numpy.
+
+Channel splits after a convolution. Each C3k2 block of the backbone and neck splits its first convolution's
+output in two along the channels (Conv -> SiLU -> Split). ONNX Runtime runs convolutions in a blocked channel
+layout (NCHWc) but has no blocked Split, so around each of these it converts the tensor to the plain layout and the
+halves back: 21 + 27 reorder nodes, 5-6% of the trunk at 480x640 (one thread, profiling). A convolution's output
+channels are independent of each other, so one convolution per part (its weights' and bias's rows for that part),
+each with its own copy of the activation, computes the same numbers, and every tensor stays blocked.
+
+Both are measured on the CPU and compute the same function on any execution provider. OpenVINO gains nothing from
+them, so it loads the file as it is.
 """
 from __future__ import annotations
 
@@ -102,3 +110,142 @@ def rewrite_softmax_expectation(model) -> bool:
     del graph.node[:]
     graph.node.extend(nodes)
     return True
+
+
+# Activations applied channel by channel, so that they commute with a channel split: one-input ops, and Mul of two
+# tensors of the chain (SiLU's x * Sigmoid(x)).
+_ELEMENTWISE = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Mul"}
+
+
+def _constant_value(name: str, initializers, producers):
+    """The value of a tensor given as an initializer or by a Constant node, else None."""
+    from onnx import numpy_helper
+
+    if name in initializers:
+        return numpy_helper.to_array(initializers[name])
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _split_sizes(split, channels: int, initializers, producers):
+    """The channel count of each of a Split's outputs, or None when they cannot be read."""
+    if len(split.input) > 1 and split.input[1]:
+        sizes = _constant_value(split.input[1], initializers, producers)
+        return None if sizes is None else [int(size) for size in sizes]
+    sizes = node_attribute(split, "split", None)  # before opset 13
+    if sizes:
+        return [int(size) for size in sizes]
+    parts = len(split.output)
+    return [channels // parts] * parts if channels % parts == 0 else None
+
+
+def _conv_and_chain(split, nodes, producers, consumers, initializers, graph_outputs):
+    """(Conv, activation nodes in graph order) when the Split's input is a group-1 Conv with constant weights
+    followed only by channel-wise activations, none of whose tensors is used outside that chain; else None."""
+    conv, chain, pending, seen = None, [], [split.input[0]], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is None:  # a graph input or a constant inside the chain
+            return None
+        if node.op_type == "Conv" and conv is None:
+            conv = node
+        elif node.op_type in _ELEMENTWISE:
+            chain.append(node)
+            pending.extend(node.input)
+        else:
+            return None
+    if conv is None or node_attribute(conv, "group", 1) != 1 or conv.input[1] not in initializers:
+        return None
+    if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in initializers:
+        return None
+    members = chain + [conv]
+    for node in members:
+        for output in node.output:
+            if output in graph_outputs or any(all(user is not member for member in members) and user is not split
+                                              for user in consumers.get(output, [])):
+                return None
+    position = {id(node): index for index, node in enumerate(nodes)}
+    return conv, sorted(chain, key=lambda node: position[id(node)])
+
+
+def _per_part_nodes(conv, chain, split, sizes, weight, bias):
+    """The Conv and activation copies computing each of the Split's outputs, and their initializers."""
+    from onnx import helper, numpy_helper
+
+    nodes, initializers, start = [], [], 0
+    for part, (size, part_output) in enumerate(zip(sizes, split.output)):
+        prefix = f"{conv.name or conv.output[0]}/part{part}"
+        renamed = {split.input[0]: part_output}
+        for name in [conv.output[0]] + [output for node in chain for output in node.output]:
+            renamed.setdefault(name, f"{prefix}/{name}")
+        conv_inputs = [conv.input[0], prefix + "/weight"]
+        initializers.append(numpy_helper.from_array(weight[start:start + size], prefix + "/weight"))
+        if bias is not None:
+            initializers.append(numpy_helper.from_array(bias[start:start + size], prefix + "/bias"))
+            conv_inputs.append(prefix + "/bias")
+        for node in [conv] + chain:
+            copy = helper.make_node(node.op_type, conv_inputs if node is conv else
+                                    [renamed.get(name, name) for name in node.input],
+                                    [renamed[name] for name in node.output],
+                                    name=f"{prefix}/{node.name or node.output[0]}", domain=node.domain or None)
+            copy.attribute.extend(node.attribute)
+            nodes.append(copy)
+        start += size
+    return nodes, initializers
+
+
+def split_channel_split_convs(model) -> int:
+    """Replace each channel Split fed by a Conv and its activation with one Conv (and activation copy) per part,
+    in place. Returns how many Splits were replaced (graphs without the pattern are left as they are)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    graph_outputs = {output.name for output in graph.output}
+    nodes = list(graph.node)
+    producers = {output: node for node in nodes for output in node.output}
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    at_conv, removed, new_initializers, released = {}, set(), [], []
+    for split in nodes:
+        if split.op_type != "Split" or node_attribute(split, "axis", 0) not in (1, -3):
+            continue
+        found = _conv_and_chain(split, nodes, producers, consumers, initializers, graph_outputs)
+        if found is None:
+            continue
+        conv, chain = found
+        weight = numpy_helper.to_array(initializers[conv.input[1]])
+        has_bias = len(conv.input) > 2 and bool(conv.input[2])
+        bias = numpy_helper.to_array(initializers[conv.input[2]]) if has_bias else None
+        sizes = _split_sizes(split, weight.shape[0], initializers, producers)
+        if weight.ndim != 4 or sizes is None or sum(sizes) != weight.shape[0] or len(sizes) != len(split.output):
+            continue
+        # The copies go where the Conv was (its input is ready there); the Split's users come after the Split.
+        at_conv[id(conv)], part_initializers = _per_part_nodes(conv, chain, split, sizes, weight, bias)
+        new_initializers += part_initializers
+        removed.update(id(node) for node in [conv, split] + chain)
+        released += [name for name in list(conv.input[1:]) + list(split.input[1:]) if name]
+    if not at_conv:
+        return 0
+    # The Conv's weights and the Split's sizes (initializers or Constants) go too, unless something else uses them.
+    unused = {name for name in released if all(id(user) in removed for user in consumers[name])}
+    removed.update(id(producers[name]) for name in unused if name in producers)
+    rebuilt = []
+    for node in nodes:
+        rebuilt += at_conv.get(id(node), [])
+        if id(node) not in removed:
+            rebuilt.append(node)
+    kept_initializers = [tensor for tensor in graph.initializer if tensor.name not in unused] + new_initializers
+    del graph.node[:]
+    graph.node.extend(rebuilt)
+    del graph.initializer[:]
+    graph.initializer.extend(kept_initializers)
+    return len(at_conv)

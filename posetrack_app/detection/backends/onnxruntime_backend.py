@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from ...errors import UserError
 from ...onnx_providers import CPU_PROVIDER, CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
-from ..onnx_graph import rewrite_softmax_expectation
+from ..onnx_graph import rewrite_softmax_expectation, split_channel_split_convs
 from ..sparse_head import SplitPoseHead
 from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
 
@@ -69,6 +69,9 @@ class OnnxRuntimeNetwork:
             raise UserError(f"{onnx_path} has {len(inputs)} inputs and {len(outputs)} outputs: not a YOLO-pose "
                             "export; point detector.model at one")
         check_pose_io(inputs[0], outputs[0], onnx_path)
+        # The backbone's channel Splits as one convolution per part, so the tensors stay in ONNX Runtime's blocked
+        # layout (detection/onnx_graph.py); same numbers, and the head split below still finds its pattern.
+        split_channel_split_convs(model)
         # Both forms in memory: the file, which may be the user's, is left as it is. The split is for the CPU, where
         # the dense branches cost 28% of the network; on a GPU they are cheap and the split would bring the feature
         # maps to the host instead of the output (not measured there), so a GPU runs the whole graph.
