@@ -69,9 +69,11 @@ class OnnxRuntimeNetwork:
             raise UserError(f"{onnx_path} has {len(inputs)} inputs and {len(outputs)} outputs: not a YOLO-pose "
                             "export; point detector.model at one")
         check_pose_io(inputs[0], outputs[0], onnx_path)
-        # The backbone's channel Splits as one convolution per part, so the tensors stay in ONNX Runtime's blocked
-        # layout (detection/onnx_graph.py); same numbers, and the head split below still finds its pattern.
-        split_channel_split_convs(model)
+        # On the CPU, the backbone's channel Splits as one convolution per part, so the tensors stay in the CPU
+        # provider's blocked layout (detection/onnx_graph.py); the same numbers, and the head split below still finds
+        # its pattern. A GPU has no such layout change to save, only more kernel launches, so it gets the file's form.
+        if chosen[0] == CPU_PROVIDER:
+            split_channel_split_convs(model)
         # Both forms in memory: the file, which may be the user's, is left as it is. The split is for the CPU, where
         # the dense branches cost 28% of the network; on a GPU they are cheap and the split would bring the feature
         # maps to the host instead of the output (not measured there), so a GPU runs the whole graph.
