@@ -220,3 +220,30 @@ def test_channel_splits_the_rewrite_cannot_take_are_left_alone(change):
     before = model.SerializeToString()
     assert split_channel_split_convs(model) == 0
     assert model.SerializeToString() == before
+
+
+# --- Identities of initializers read through ---
+
+def test_users_of_an_initializer_identity_read_the_initializer():
+    from posetrack_app.detection.onnx_graph import inline_initializer_identities
+
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Identity", ["w"], ["w_shared"]),  # read through
+             helper.make_node("Identity", ["w"], ["w_out"]),  # a graph output: kept
+             helper.make_node("Identity", ["x"], ["x_copy"]),  # not an initializer: kept
+             helper.make_node("Conv", ["x_copy", "w_shared"], ["y"])]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4]),
+                               helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [4, 3, 1, 1])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    expected = _run_all(model, {"x": x})
+    assert inline_initializer_identities(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert [node.output[0] for node in model.graph.node] == ["w_out", "x_copy", "y"]
+    assert model.graph.node[-1].input[1] == "w"
+    for want, got in zip(expected, _run_all(model, {"x": x})):
+        np.testing.assert_array_equal(got, want)
+    assert inline_initializer_identities(model) == 0

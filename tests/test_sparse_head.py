@@ -180,3 +180,30 @@ def test_a_split_that_fails_falls_back_to_the_whole_graph(monkeypatch, caplog):
         in caplog.text
     blob = _blob("zidane.jpg", 640)
     assert network.run(blob, 0.25).shape[2] == 5040  # every anchor of 384x640, as the whole graph gives
+
+
+@pytest.mark.parametrize("dense_fraction", [1.0, 0.0])
+def test_a_yolov8_pose_export_is_split_and_rewritten_too(tmp_path, monkeypatch, dense_fraction):
+    """Another Ultralytics pose model than the shipped one: YOLOv8n-pose from its YAML (fresh weights, no download),
+    exported by Ultralytics. Its C2f blocks' Splits are rewritten, its head is split, and every anchor comes out as
+    the whole graph's, through the windows and through the dense maps. Fresh weights have equal biases, which the
+    exporter stores once behind Identity nodes: the backend reads through them."""
+    import onnxruntime as ort
+
+    from posetrack_app.detection.backends.onnxruntime_backend import OnnxRuntimeNetwork
+    from posetrack_app.detection.onnx_graph import inline_initializer_identities, split_channel_split_convs
+
+    monkeypatch.chdir(tmp_path)
+    path = ultralytics.YOLO("yolov8n-pose.yaml").export(format="onnx", imgsz=320, dynamic=True, simplify=False)
+    model = onnx.load(path)
+    assert inline_initializer_identities(model) > 0
+    assert split_channel_split_convs(model) == 8
+    split, whole = OnnxRuntimeNetwork(path), OnnxRuntimeNetwork(path, split_head=False)
+    assert split.split_head is not None
+    monkeypatch.setattr(sparse_head, "DENSE_FRACTION", dense_fraction)
+    blob = _blob("zidane.jpg", 256)
+    plain = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    expected = plain.run(None, {plain.get_inputs()[0].name: blob})[0]  # the file as exported
+    for got in (split.run(blob, 0.0), whole.run(blob)):
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= TOLERANCE

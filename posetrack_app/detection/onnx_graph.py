@@ -114,6 +114,28 @@ def rewrite_softmax_expectation(model) -> bool:
     return True
 
 
+def inline_initializer_identities(model) -> int:
+    """Make the users of an Identity of an initializer read the initializer itself, and drop the Identity, in place;
+    returns how many were dropped. PyTorch's exporter writes such Identities when it stores equal tensors once
+    (equal biases, as in a model with fresh weights); the rewrites here and the head split (sparse_head.py) look for
+    weights among the initializers."""
+    graph = model.graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    graph_outputs = {output.name for output in graph.output}
+    source = {node.output[0]: node.input[0] for node in graph.node
+              if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in graph_outputs}
+    if not source:
+        return 0
+    kept = [node for node in graph.node if not (node.op_type == "Identity" and node.output[0] in source)]
+    for node in kept:
+        for index, name in enumerate(node.input):
+            if name in source:
+                node.input[index] = source[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(source)
+
+
 # Activations applied channel by channel, so that they commute with a channel split: one-input ops, and Mul of two
 # tensors of the chain (SiLU's x * Sigmoid(x)).
 _ELEMENTWISE = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Mul"}

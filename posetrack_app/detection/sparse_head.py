@@ -16,7 +16,8 @@ So the network is split in two:
 The first convolution's output is zeroed at positions outside the map (`masks`), as the original's zero padding
 of that output does, so anchors on the border get the same numbers too. The decoding of boxes and keypoints (DFL
 expectation, anchor offsets, strides) runs in numpy on those anchors. The result equals the full network's output
-at the kept anchors up to float rounding (tests/test_sparse_head.py).
+at the kept anchors up to float rounding (tests/test_sparse_head.py: the shipped YOLO11n-pose export, and a
+YOLOv8n-pose exported by Ultralytics from its YAML).
 
 The windows cost more per anchor than the dense branches per position (the first convolution runs at 9 positions
 of each window), so when more than DENSE_FRACTION of the anchors pass (a very low threshold, a crowd), the branches

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from ...errors import UserError
 from ...onnx_providers import CPU_PROVIDER, CUDA_PROVIDER, DEFAULT_PROVIDERS, providers_for_device, select_providers
-from ..onnx_graph import rewrite_softmax_expectation, split_channel_split_convs
+from ..onnx_graph import inline_initializer_identities, rewrite_softmax_expectation, split_channel_split_convs
 from ..sparse_head import SplitPoseHead
 from .base import DetectorOptions, check_pose_io, fixed_input_hw, onnx_model
 
@@ -69,6 +69,7 @@ class OnnxRuntimeNetwork:
             raise UserError(f"{onnx_path} has {len(inputs)} inputs and {len(outputs)} outputs: not a YOLO-pose "
                             "export; point detector.model at one")
         check_pose_io(inputs[0], outputs[0], onnx_path)
+        inline_initializer_identities(model)
         # On the CPU, the backbone's channel Splits as one convolution per part, so the tensors stay in the CPU
         # provider's blocked layout (detection/onnx_graph.py); the same numbers, and the head split below still finds
         # its pattern. A GPU has no such layout change to save, only more kernel launches, so it gets the file's form.
