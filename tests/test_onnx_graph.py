@@ -42,9 +42,9 @@ def _decoder(opset=18, axis=1, bias=False, kernel=1, group=1, extra_consumer=Fal
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
-def _run(model, logits):
+def _run(model, x):  # every graph here has the one input x
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": logits})
+    return session.run(None, {"x": x})
 
 
 @pytest.mark.parametrize("opset", [13, 17, 18, 19])
@@ -174,11 +174,6 @@ def _conv_split(activation="silu", sizes=(3, 5), sizes_as="initializer", opset=1
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
-def _run_all(model, feeds):
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
 @pytest.mark.parametrize("case", [
     dict(),
     dict(activation="leaky_relu"),
@@ -201,7 +196,7 @@ def test_channel_split_as_one_conv_per_part_keeps_the_numbers(case):
     assert op_types.count("Conv") == len(case.get("sizes", (3, 5)))
     used = {name for node in rewritten.graph.node for name in node.input}
     assert {tensor.name for tensor in rewritten.graph.initializer} <= used  # the whole Conv's weights are gone
-    for expected, got in zip(_run_all(original, {"x": x}), _run_all(rewritten, {"x": x})):
+    for expected, got in zip(_run(original, x), _run(rewritten, x)):
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -239,11 +234,11 @@ def test_users_of_an_initializer_identity_read_the_initializer():
                               [numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
-    expected = _run_all(model, {"x": x})
+    expected = _run(model, x)
     assert inline_initializer_identities(model) == 1
     onnx.checker.check_model(model, full_check=True)
     assert [node.output[0] for node in model.graph.node] == ["w_out", "x_copy", "y"]
     assert model.graph.node[-1].input[1] == "w"
-    for want, got in zip(expected, _run_all(model, {"x": x})):
+    for want, got in zip(expected, _run(model, x)):
         np.testing.assert_array_equal(got, want)
     assert inline_initializer_identities(model) == 0

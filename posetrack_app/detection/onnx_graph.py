@@ -165,9 +165,10 @@ def _split_sizes(split, channels: int, initializers, producers):
     return [channels // parts] * parts if channels % parts == 0 else None
 
 
-def _conv_and_chain(split, nodes, producers, consumers, initializers, graph_outputs):
+def _conv_and_chain(split, position, producers, consumers, initializers, graph_outputs):
     """(Conv, activation nodes in graph order) when the Split's input is a group-1 Conv with constant weights
-    followed only by channel-wise activations, none of whose tensors is used outside that chain; else None."""
+    followed only by channel-wise activations, none of whose tensors is used outside that chain; else None.
+    position: each node's index in the graph, by id()."""
     conv, chain, pending, seen = None, [], [split.input[0]], set()
     while pending:
         name = pending.pop()
@@ -194,7 +195,6 @@ def _conv_and_chain(split, nodes, producers, consumers, initializers, graph_outp
             if output in graph_outputs or any(all(user is not member for member in members) and user is not split
                                               for user in consumers.get(output, [])):
                 return None
-    position = {id(node): index for index, node in enumerate(nodes)}
     return conv, sorted(chain, key=lambda node: position[id(node)])
 
 
@@ -233,6 +233,7 @@ def split_channel_split_convs(model) -> int:
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     graph_outputs = {output.name for output in graph.output}
     nodes = list(graph.node)
+    position = {id(node): index for index, node in enumerate(nodes)}
     producers = {output: node for node in nodes for output in node.output}
     consumers = {}
     for node in nodes:
@@ -242,7 +243,7 @@ def split_channel_split_convs(model) -> int:
     for split in nodes:
         if split.op_type != "Split" or node_attribute(split, "axis", 0) not in (1, -3):
             continue
-        found = _conv_and_chain(split, nodes, producers, consumers, initializers, graph_outputs)
+        found = _conv_and_chain(split, position, producers, consumers, initializers, graph_outputs)
         if found is None:
             continue
         conv, chain = found
