@@ -3,9 +3,10 @@
 Each variant is a set of `--set` overrides (detector backend / precision / schedule). Detections are made once per
 detector (backend, precision, calibration) and clip, cached under --cache-dir, and replayed through our pipeline
 (FlowTrack, detector keypoints) under the variant's detection schedule: the schedule decides which frames get the
-cached detections, exactly as Pipeline.step would call the detector. Scores per clip come from the tracker dev
-suite's loaders and scorers (benchmarks/tracker_suite.py): box MOTA / IDF1 for PETS09 and the MOT17 clips, plus
-pose mAP / MOTA on the synthetic clips that have pose truth.
+cached detections, exactly as Pipeline.step would call the detector. The "roi" schedule looks at parts of frames
+chosen from the tracks, so its variants run the detector itself on every frame instead. Scores per clip come from the tracker dev suite's loaders and scorers
+(benchmarks/tracker_suite.py): box MOTA / IDF1 for PETS09 and the MOT17 clips, plus pose mAP / MOTA on the synthetic
+clips that have pose truth.
 
     python benchmarks/detector_accuracy.py --clips pets09 mot17 syn7 \
         --variant fp32: --variant int8:detector.precision=int8,detector.int8_calibration=DIR \
@@ -26,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tracker_suite as suite  # noqa: E402
-from posetrack_app.build import (build_detection_schedule, build_pose_stage, build_tracker,  # noqa: E402
-                                 detector_score_threshold)
+from posetrack_app.build import (build_detection_schedule, build_detector, build_pose_stage,  # noqa: E402
+                                 build_tracker, detector_score_threshold)
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
@@ -71,14 +72,19 @@ def main(argv=None) -> int:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for clip in clips:
             size = args.size or (960 if clip.group == "pets09" else auto_input_size(clip.size_wh))
-            detections, _ = suite.cached_detections(clip, size, cache_dir, cfg)
-            counting = _Counting(detections)
+            if cfg.detector.schedule == "roi":
+                counting = _Counting(build_detector(replace(cfg, **{"detector.input_size": size})))
+            else:
+                detections, _ = suite.cached_detections(clip, size, cache_dir, cfg)
+                counting = _Counting(lambda frame, regions=None: detections[frame.index])
             run = _run(cfg, clip, counting)
             results.setdefault(name, {})[clip.name] = suite.score(clip, run)
-            calls.setdefault(name, {})[clip.name] = counting.calls
-            log.info("%s %s@%d: %s; detector on %d/%d frames", name, clip.name, size,
+            # Frames the detector ran on whole (a call with regions may still run whole, where its windows would
+            # cover most of the frame: detection/windows.py).
+            calls.setdefault(name, {})[clip.name] = counting.calls - counting.region_calls
+            log.info("%s %s@%d: %s; detector on %d/%d whole frames", name, clip.name, size,
                      {k: round(v, 1) for k, v in results[name][clip.name].items() if k in METRICS},
-                     counting.calls, len(clip.frames))
+                     counting.calls - counting.region_calls, len(clip.frames))
     table = _table(results, calls, clips)
     print(table)
     if args.out:
@@ -95,14 +101,18 @@ def main(argv=None) -> int:
 
 
 class _Counting:
-    """Replays cached detections per frame index and counts how often the pipeline asked."""
+    """A detector (cached detections replayed, or a real one) and how often the pipeline called it, on the whole
+    frame or with regions (the roi schedule)."""
 
-    def __init__(self, detections):
-        self.detections, self.calls = detections, 0
+    def __init__(self, detector):
+        self.detector, self.calls, self.region_calls = detector, 0, 0
 
-    def __call__(self, frame: Frame):
+    def __call__(self, frame: Frame, regions=None):
         self.calls += 1
-        return self.detections[frame.index]
+        if regions is None:
+            return self.detector(frame)
+        self.region_calls += 1
+        return self.detector(frame, regions)
 
 
 def _run(cfg, clip, detector) -> suite.RunOutput:
@@ -112,8 +122,8 @@ def _run(cfg, clip, detector) -> suite.RunOutput:
     # FlowTrack asks the detector for its weak detections too (build.detector_score_threshold).
     threshold = detector_score_threshold(cfg)
 
-    def replay(frame: Frame):
-        found = detector(frame)
+    def replay(frame: Frame, regions=None):
+        found = detector(frame, regions)
         return found.select(np.flatnonzero(found.scores >= threshold))
 
     pipe = Pipeline(replay, pose_stage, tracker, schedule=build_detection_schedule(cfg),
@@ -128,7 +138,7 @@ def _table(results, calls, clips) -> str:
     for clip in clips:
         groups.setdefault(clip.group or clip.name, []).append(clip)
     names = list(results)
-    lines = ["| variant | " + " | ".join(f"{g} {m}" for g in groups for m in ("MOTA", "IDF1", "detector share"))
+    lines = ["| variant | " + " | ".join(f"{g} {m}" for g in groups for m in ("MOTA", "IDF1", "whole frames"))
              + " | pose mAP / MOTA (synthetic) |", "|---|" + "---:|" * (3 * len(groups)) + "---|"]
     for name in names:
         cells = []

@@ -71,17 +71,18 @@ def detector_score_threshold(cfg: AppConfig) -> float:
 
 
 def build_detection_schedule(cfg: AppConfig):
-    """When the pipeline runs the detector (cfg.detector.schedule; detection/schedule.py)."""
+    """When and where the pipeline runs the detector (cfg.detector.schedule; detection/schedule.py)."""
     from .detection.schedule import build_schedule
 
     d = cfg.detector
-    skips_frames = d.schedule != "fixed" or d.detect_every > 1
+    skips_frames = d.schedule == "adaptive" or d.detect_every > 1
     if skips_frames and cfg.tracker.kind != "flowtrack":
         raise ConfigError(f"detector.schedule={d.schedule} with detect_every={d.detect_every} skips frames and needs "
                           "tracker.kind=flowtrack to carry them; set detector.schedule=fixed and "
                           "detector.detect_every=1 for the IoU tracker")
     return build_schedule(d.schedule, detect_every=d.detect_every, adaptive_max_interval_s=d.adaptive_max_interval_s,
-                          adaptive_min_reliable_fraction=d.adaptive_min_reliable_fraction)
+                          adaptive_min_reliable_fraction=d.adaptive_min_reliable_fraction,
+                          roi_full_interval_s=d.roi_full_interval_s, roi_margin=d.roi_margin)
 
 
 def build_pose_stage(cfg: AppConfig, warn_once: Optional[WarnOnce] = None):

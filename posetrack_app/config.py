@@ -146,11 +146,17 @@ class DetectorConfig(_Validated):
     # When the detector runs: "fixed" = every detect_every-th frame; "adaptive" = when the flow that carries the
     # tracks between detections gets unreliable (fewer than adaptive_min_reliable_fraction of the flowed joints
     # pass the forward-backward check), when nobody is tracked, or adaptive_max_interval_s after the last
-    # detection, whichever comes first. The tracker carries the frames between (flowtrack only).
+    # detection, whichever comes first. The tracker carries the frames between (flowtrack only). "roi" = every
+    # frame, but on host backends (onnxruntime, openvino) only in windows around the people tracked a few frames
+    # before (each box grown by roi_margin times its longer side on every side), and on the whole frame when nobody
+    # is tracked or roi_full_interval_s after the last whole frame: cheaper when people fill a small part of the
+    # frame; people who enter are found at the next whole frame.
     schedule: str = "fixed"
     detect_every: int = ranged(1, 1, 1000)
     adaptive_max_interval_s: float = ranged(0.3, 0.0, 60.0)
     adaptive_min_reliable_fraction: float = ranged(0.9, **UNIT)
+    roi_full_interval_s: float = ranged(0.3, 0.0, 60.0)
+    roi_margin: float = ranged(0.5, 0.0, 10.0)
 
 
 @dataclass(frozen=True)

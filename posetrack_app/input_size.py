@@ -52,7 +52,7 @@ class OnDemandDetector:
         self._detector = None  # the one the latest frame used: its description is the run's
         self.input_size: Optional[int] = None
 
-    def __call__(self, frame: Frame) -> Detections:
+    def __call__(self, frame: Frame, regions=None) -> Detections:
         size = self._fixed_size or auto_input_size((frame.width, frame.height))
         with self._lock:
             detector = self._by_size.get(size)
@@ -61,7 +61,7 @@ class OnDemandDetector:
                     log.info("detector.input_size auto: %d for %dx%d frames", size, frame.width, frame.height)
                 detector = self._by_size[size] = self._build(size)
             self._detector, self.input_size = detector, size
-        return detector(frame)
+        return detector(frame) if regions is None else detector(frame, regions)
 
     @property
     def built(self):

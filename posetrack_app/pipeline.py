@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import TrackerConfig
+from .detection.schedule import UNDECIDED
 from .structures import Detections, Frame, Tracks
 from .timing import SmoothedFps, StageTimer
 from .tracking.merge import merge_detections
@@ -103,7 +104,7 @@ class Pipeline:
         detected = self.schedule.should_detect(frame, self._frames_since_reset)
         if detected:
             with self.timer.stage("detect"):
-                detections = self.detector(frame)
+                detections = _detect(self.detector, frame, self.schedule.regions(frame, self._frames_since_reset))
         else:
             detections = Detections.empty()
         return self._finish(frame, detections, detected)
@@ -133,33 +134,47 @@ class Pipeline:
             yield from _DetectAhead(self, worker).run(iter(frames))
 
 
+def _detect(detector, frame: Frame, regions: Optional[np.ndarray]) -> Detections:
+    """The detector on the whole frame, or around `regions` (a schedule's; detectors that take no regions are
+    called as before)."""
+    if regions is UNDECIDED:  # a schedule's answer at a frame's turn, after the frame before was tracked
+        raise RuntimeError(f"the detection schedule left frame {frame.index} undecided at its turn")
+    return detector(frame) if regions is None else detector(frame, regions)
+
+
 class _DetectAhead:
     """The overlapped loop of `Pipeline.run`.
 
     The decision that counts for a frame is the schedule's answer when that frame's turn comes (after the frame
     before it was tracked), as in `step()`. To start the detector early, the schedule is also asked about each
     upcoming frame up to `detect_ahead` frames sooner: a guess, exact for a fixed stride, possibly stale for a
-    schedule that looks at the tracks. A guess of "detect" that the real decision overrules costs a discarded
-    detection (timed as "detect_discarded"); a guess of "skip" that is overruled runs the detector then, without
-    overlap. Either way the detections used are the detector's output for that very frame, so results equal
-    `step()`'s.
+    schedule that looks at the tracks; the regions to look at (schedule.regions) are guessed with it, or left
+    UNDECIDED by a schedule that needs the frame before tracked (the detector then runs at the frame's turn). A guess
+    of "detect" that the real decision overrules, or regions that differ, cost a discarded detection (timed as
+    "detect_discarded"); a guess of "skip" that is overruled runs the detector then, without overlap. Either way the
+    detections used are the detector's output for that very frame and regions, so results equal `step()`'s.
     """
 
     def __init__(self, pipeline: Pipeline, worker: ThreadPoolExecutor):
         self.pipeline, self.worker = pipeline, worker
 
-    def _timed_detect(self, frame: Frame) -> Tuple[Detections, float]:
+    def _timed_detect(self, frame: Frame, regions: Optional[np.ndarray]) -> Tuple[Detections, float]:
         # Timed here and recorded by the consumer, which alone knows whether the result is used. The detector
         # returns host arrays, so its device work is done when it returns.
         clock = self.pipeline.timer.clock
         start = clock()
-        detections = self.pipeline.ahead_detector(frame)
+        detections = _detect(self.pipeline.ahead_detector, frame, regions)
         return detections, clock() - start
 
-    def _launch(self, frame: Frame, frames_since_reset: int) -> Optional[Future]:
-        if not self.pipeline.schedule.should_detect(frame, frames_since_reset):
+    def _launch(self, frame: Frame, frames_since_reset: int) -> Optional[Tuple[Future, Optional[np.ndarray]]]:
+        """The detection of `frame` started on a worker thread, and the regions it looks at; None: not started."""
+        schedule = self.pipeline.schedule
+        if not schedule.should_detect(frame, frames_since_reset):
             return None
-        return self.worker.submit(self._timed_detect, frame)
+        regions = schedule.regions(frame, frames_since_reset)
+        if regions is UNDECIDED:  # where to look depends on frames not tracked yet: decided at the frame's turn
+            return None
+        return self.worker.submit(self._timed_detect, frame, regions), regions
 
     def run(self, frames: Iterator[Frame]) -> Iterator[Tuple[Frame, Tracks]]:
         pipeline, timer = self.pipeline, self.pipeline.timer
@@ -176,13 +191,20 @@ class _DetectAhead:
             pending.append((second, self._launch(second, start + 1)))
         while pending:
             frame, ahead = pending.popleft()
-            detected = pipeline.schedule.should_detect(frame, pipeline._frames_since_reset)
+            n = pipeline._frames_since_reset
+            detected = pipeline.schedule.should_detect(frame, n)
+            regions = pipeline.schedule.regions(frame, n) if detected else None
             if ahead is not None:
-                detections, seconds = ahead.result()
-                timer.add("detect" if detected else "detect_discarded", seconds)
-            elif detected:
+                future, launched_regions = ahead
+                detections, seconds = future.result()
+                # Started on a guess of what the frame's turn decides now: used only where the guess held.
+                used = detected and _same_regions(regions, launched_regions)
+                timer.add("detect" if used else "detect_discarded", seconds)
+                if detected and not used:
+                    ahead = None
+            if ahead is None and detected:
                 with timer.stage("detect"):
-                    detections = pipeline.detector(frame)
+                    detections = _detect(pipeline.detector, frame, regions)
             if not detected:
                 detections = Detections.empty()
             while len(pending) < pipeline.detect_ahead:
@@ -192,6 +214,12 @@ class _DetectAhead:
                 # pending[k] will be finished (k + 1) frames after this one.
                 pending.append((upcoming, self._launch(upcoming, pipeline._frames_since_reset + 1 + len(pending))))
             yield frame, pipeline._finish(frame, detections, detected)
+
+
+def _same_regions(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(np.all(a == b))
 
 
 @dataclass

@@ -163,6 +163,11 @@ class Poses:
                      self.proposed_by[index])
 
 
+# Tracks.info key: float32 [M, 4] boxes where the tracker expects people it does not report (tentative and lost
+# tracks); a tracker that keeps none may leave it out.
+UNREPORTED_BOXES = "unreported_boxes"
+
+
 @dataclass
 class Tracks:
     """Tracked poses of one frame: Poses plus one track id per person.

@@ -10,7 +10,7 @@ import cv2
 from posetrack_app.pipeline import Pipeline
 from posetrack_app.pose.detector_keypoints import DetectorKeypointPoses
 from posetrack_app.skeleton import COCO17
-from posetrack_app.structures import Detections, Frame, Poses
+from posetrack_app.structures import UNREPORTED_BOXES, Detections, Frame, Poses
 from posetrack_app.tracking.flowtrack import FlowTracker
 from posetrack_app.tracking.merge import merge_detections
 
@@ -115,10 +115,15 @@ def test_person_hidden_for_10_frames_gets_the_same_id_back():
         frame = Frame(t, image)
         tracker.propose(frame)
         tracks = tracker.update(frame, _poses(boxes, keypoints, [] if hidden else [0]))
+        unreported = tracks.info[UNREPORTED_BOXES]
         if hidden:
             assert len(tracks) == 0 and tracks.info["lost_tracks"] == 1
+            # Where the lost person is expected: their size, and moving on with them (within a third of a height).
+            assert unreported.shape == (1, 4)
+            np.testing.assert_allclose(unreported[0, 2:] - unreported[0, :2], [PERSON_W, PERSON_H], atol=1)
+            assert abs(unreported[0, 0] - boxes[0, 0]) < PERSON_H / 3
         else:
-            assert len(tracks) == 1
+            assert len(tracks) == 1 and unreported.shape == (0, 4)
             seen.setdefault("before" if x < occluder[0] else "after", set()).add(int(tracks.track_ids[0]))
     assert hidden_frames >= 4
     assert seen["before"] == seen["after"] and len(seen["before"]) == 1
@@ -313,6 +318,11 @@ def test_a_track_needs_more_than_one_weak_detection(scores, reported):
         tracker.propose(frame)
         tracks = tracker.update(frame, _poses(boxes, keypoints, [] if score is None else [0], score or 0.0))
         assert (len(tracks) == 1) == expect, f"frame {t}"
+        # A track started but not reported yet (tentative) is where the tracker expects someone it does not report.
+        tentative = tracks.info["tentative_tracks"]
+        assert len(tracks.info[UNREPORTED_BOXES]) == tentative
+        if tentative:
+            np.testing.assert_allclose(tracks.info[UNREPORTED_BOXES][0], boxes[0])
 
 
 def _walk_tracks(tracker, fps, detected_until_s, seconds=3.0, speed_px_s=60.0, hide_after_s=None, pose_stage=None):

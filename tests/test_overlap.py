@@ -12,7 +12,7 @@ import pytest
 from posetrack_app.benchmark.synthetic import SyntheticClip, SyntheticDetector
 from posetrack_app.build import _detector_threads_shared, build_tracker, resolve_detect_ahead
 from posetrack_app.config import AppConfig, load_config
-from posetrack_app.detection.schedule import AdaptiveSchedule, FixedSchedule
+from posetrack_app.detection.schedule import AdaptiveSchedule, FixedSchedule, RegionSchedule
 from posetrack_app.errors import ConfigError
 from posetrack_app.io.sources import FrameSource
 from posetrack_app.pipeline import Pipeline, run_stream
@@ -29,12 +29,21 @@ class CountingDetector(SyntheticDetector):
     def __init__(self, clip):
         super().__init__(clip)
         self.calls = []
+        self.region_calls = 0
         self._lock = threading.Lock()
 
-    def __call__(self, frame):
+    def __call__(self, frame, regions=None):
         with self._lock:
             self.calls.append(frame.index)
-        return super().__call__(frame)
+        found = super().__call__(frame)
+        if regions is None:
+            return found
+        with self._lock:
+            self.region_calls += 1
+        # With regions, only the people whose box centre lies in one of them.
+        centres = (found.boxes_xyxy[:, :2] + found.boxes_xyxy[:, 2:]) / 2
+        inside = [any(r[0] <= x <= r[2] and r[1] <= y <= r[3] for r in regions) for x, y in centres]
+        return found.select(np.flatnonzero(inside))
 
 
 class RecordingSchedule:
@@ -49,6 +58,9 @@ class RecordingSchedule:
         answer = self.schedule.should_detect(frame, frames_since_reset)
         self.last_answer[frame.index] = answer
         return answer
+
+    def regions(self, frame, frames_since_reset):
+        return self.schedule.regions(frame, frames_since_reset)
 
     def observe(self, frame, tracks, detected):
         assert detected == self.last_answer[frame.index]
@@ -73,7 +85,8 @@ def _same_tracks(a, b):
     lambda: FixedSchedule(1),
     lambda: FixedSchedule(3),
     lambda: AdaptiveSchedule(max_interval_s=0.2, min_reliable_fraction=0.95),
-], ids=["every frame", "every 3rd frame", "adaptive"])
+    lambda: RegionSchedule(full_interval_s=0.25, margin=0.2),
+], ids=["every frame", "every 3rd frame", "adaptive", "roi"])
 @pytest.mark.parametrize("detect_ahead", [1, 2, 3])
 def test_overlapped_run_gives_the_sequential_tracks(make_schedule, detect_ahead):
     clip = SyntheticClip(4, 320, 240, 24, seed=11)
@@ -93,6 +106,10 @@ def test_overlapped_run_gives_the_sequential_tracks(make_schedule, detect_ahead)
     stats = overlapped.timer.stats()
     assert stats["detect"].calls == len(used)
     discarded = len(overlapped.detector.calls) - len(used)
+    if isinstance(overlapped.schedule.schedule, RegionSchedule):
+        # Whole frames ran ahead and windows at their frame's turn: nothing ran twice, and as many looked at windows.
+        assert discarded == 0 and overlapped.detector.region_calls > 0
+        assert overlapped.detector.region_calls == sequential.detector.region_calls
     if discarded:
         assert stats["detect_discarded"].calls == discarded
     else:

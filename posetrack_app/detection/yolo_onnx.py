@@ -53,6 +53,13 @@ class Letterbox:
         out[..., 1] = (out[..., 1] - self.pad_y) / self.scale
         return out
 
+    def to_input(self, points_xy: np.ndarray) -> np.ndarray:
+        """Image [..., 2] points -> network input pixels."""
+        out = np.array(points_xy, dtype=np.float32, copy=True)
+        out[..., 0] = out[..., 0] * self.scale + self.pad_x
+        out[..., 1] = out[..., 1] * self.scale + self.pad_y
+        return out
+
 
 def letterbox_params(image_hw: Tuple[int, int], input_size: int, fixed_hw: Tuple[int, int] = None) -> Letterbox:
     """Scale so the long side fits `input_size`; pad to a multiple of the stride (or to `fixed_hw` for ONNX files
@@ -89,11 +96,15 @@ def letterbox_image(image_bgr: np.ndarray, params: Letterbox) -> np.ndarray:
 
 def network_input(image_bgr: np.ndarray, params: Letterbox) -> np.ndarray:
     """A frame as the network takes it: letterboxed, [1, 3, S, T] float32 RGB in 0..1."""
-    padded = letterbox_image(image_bgr, params)
-    blob = np.empty((1, 3) + padded.shape[:2], dtype=np.float32)
+    return blob_from_bgr(letterbox_image(image_bgr, params))
+
+
+def blob_from_bgr(image_bgr: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] BGR (already letterboxed, or a window of it) -> [1, 3, H, W] float32 RGB in 0..1."""
+    blob = np.empty((1, 3) + image_bgr.shape[:2], dtype=np.float32)
     # One contiguous plane at a time: converting the strided HWC -> CHW view in one go took 3x as long (11 vs 4 ms
     # at 736x960), inside the detector's own thread.
-    for channel, plane in enumerate(reversed(cv2.split(padded))):  # BGR -> RGB
+    for channel, plane in enumerate(reversed(cv2.split(image_bgr))):  # BGR -> RGB
         np.multiply(plane, np.float32(1.0 / 255.0), out=blob[0, channel])
     return blob
 

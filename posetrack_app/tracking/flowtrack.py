@@ -49,7 +49,7 @@ from ..config import DetectorConfig, FlowTrackConfig
 from ..ops.boxes import box_areas, box_iou
 from ..ops.oks import oks_matrix, oks_nms
 from ..skeleton import Skeleton
-from ..structures import DETECTOR, Detections, Frame, Poses, Tracks
+from ..structures import DETECTOR, UNREPORTED_BOXES, Detections, Frame, Poses, Tracks
 from .clock import TrackerClock
 from .flow import KeypointFlow
 from .matching import greedy_match
@@ -582,5 +582,10 @@ class FlowTracker:
             "tentative_tracks": sum(t.state == TENTATIVE for t in self._tracks),
             "propagated_poses": int(sum(poses.proposed_by[i] != DETECTOR for i, _ in report)),
             "flow_reliable_fraction": self._flow_reliable_fraction,
+            # Where people the report leaves out are expected: tentative tracks (not yet confirmed) and lost ones
+            # (where the motion model has them), for a detection schedule that looks only around people (roi).
+            UNREPORTED_BOXES: np.array([t.pred_box if t.state == LOST and t.pred_box is not None else t.box_xyxy
+                                        for t in self._tracks if t.state in (TENTATIVE, LOST)],
+                                       dtype=np.float32).reshape(-1, 4),
         }
         return Tracks(np.array([t.track_id for _, t in report], dtype=np.int64), reported, info=info)

@@ -3,7 +3,8 @@
 A backend runs the YOLO-pose network on a letterboxed input and returns its raw output [1, 5 + 3K, A]. Host
 backends (`host_io = True`: onnxruntime, openvino) take and return numpy arrays and leave letterbox and decoding to
 numpy on the host; device backends (torch, tensorrt) take and return torch tensors on their `device`, so the
-detector letterboxes, decodes and runs NMS there too (detection/device_ops.py).
+detector letterboxes, decodes and runs NMS there too (detection/device_ops.py). `runs_windows`: the detector may
+run it on windows of the letterboxed input (detector.schedule=roi), each a new input shape, at no extra cost.
 
 The registry maps a name to "module:factory", so choosing one backend never imports another's runtime
 (onnxruntime, openvino, tensorrt are imported only inside their modules).

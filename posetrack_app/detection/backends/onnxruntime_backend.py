@@ -97,6 +97,9 @@ class OnnxRuntimeNetwork:
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_hw = fixed_input_hw(inputs[0])
         self.providers = tuple(self.session.get_providers())
+        # Windows of the input (detector.schedule=roi) are new input shapes: free on the CPU provider; a GPU provider
+        # may tune its kernels per shape, and a fixed-shape file takes one shape only.
+        self.runs_windows = self.providers[0] == CPU_PROVIDER and self.fixed_hw is None
         self.device = device if self.providers[0] == CUDA_PROVIDER else "cpu"
         self.precision = precision
         self.onnx_path = Path(onnx_path)

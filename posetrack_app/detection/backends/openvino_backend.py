@@ -37,6 +37,8 @@ class OpenVinoNetwork:
     name = "openvino"
     host_io = True
     device = "cpu"
+    # Each input shape is compiled on its own (2.5 s for a new one at 960 here), so no windows of varying shapes.
+    runs_windows = False
 
     def __init__(self, onnx_path, *, threads: int = 0, precision: str = "fp32"):
         ov = _import_openvino()

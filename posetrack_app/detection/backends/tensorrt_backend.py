@@ -92,6 +92,7 @@ class TensorRTNetwork:
     name = "tensorrt"
     host_io = False
     fixed_hw = None
+    runs_windows = False
 
     def __init__(self, engine_path, *, expected: Dict[str, Any], device: str = "cuda"):
         from ...pose.export import check_manifest, read_manifest

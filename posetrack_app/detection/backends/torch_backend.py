@@ -64,6 +64,7 @@ class TorchScriptNetwork:
     name = "torch"
     host_io = False
     fixed_hw = None
+    runs_windows = False
 
     def __init__(self, path, *, device: str = "cpu", precision: str = "fp32", cuda_graphs: bool = False,
                  static_path: Optional[Callable[[Tuple[int, int]], Optional[Path]]] = None):
