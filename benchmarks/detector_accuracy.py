@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tracker_suite as suite  # noqa: E402
 from posetrack_app.build import (build_detection_schedule, build_detector, build_pose_stage,  # noqa: E402
-                                 build_tracker, detector_score_threshold)
+                                 build_tracker, detector_score_threshold, resolve_schedule)
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for clip in clips:
             size = args.size or (960 if clip.group == "pets09" else auto_input_size(clip.size_wh))
-            if cfg.detector.schedule == "roi":
+            if resolve_schedule(cfg) == "roi":
                 counting = _Counting(build_detector(replace(cfg, **{"detector.input_size": size})))
             else:
                 detections, _ = suite.cached_detections(clip, size, cache_dir, cfg)

@@ -172,8 +172,9 @@ class PoseTracker:
         config_path: a YAML preset (configs/*.yaml) or None for the defaults; overrides: "key=value" strings as
         `--set` takes them (["detector.input_size=960"]) or a dict ({"detector.input_size": 960}); config: a ready
         AppConfig instead of both; detector: a ready detector object (`detector(frame) -> Detections`) in place of
-        the configured one; live: the sources will be live (a webcam, a stream), so "auto" settings favour latency
-        over throughput (pipeline.detect_ahead).
+        the configured one, run on whole frames (with detector.schedule=roi set, it is also called as
+        `detector(frame, regions)`: float [R, 4] image boxes to look around); live: the sources will be live (a
+        webcam, a stream), so "auto" settings favour latency over throughput (pipeline.detect_ahead).
         """
         from . import build
 

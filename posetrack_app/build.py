@@ -70,17 +70,30 @@ def detector_score_threshold(cfg: AppConfig) -> float:
     return cfg.detector.score_threshold
 
 
+def resolve_schedule(cfg: AppConfig) -> str:
+    """detector.schedule with "auto" resolved: "roi" where the detector can run on windows (ONNX Runtime on the CPU)
+    and detector.detect_every is 1, else "fixed" (a GPU detects whole frames ahead instead)."""
+    from .detection.backends.base import resolve_choice
+
+    d = cfg.detector
+    if d.schedule != "auto":
+        return d.schedule
+    backend, device, _ = resolve_choice(d.backend, d.device, d.precision, d.model)
+    return "roi" if backend == "onnxruntime" and device == "cpu" and d.detect_every == 1 else "fixed"
+
+
 def build_detection_schedule(cfg: AppConfig):
     """When and where the pipeline runs the detector (cfg.detector.schedule; detection/schedule.py)."""
     from .detection.schedule import build_schedule
 
     d = cfg.detector
-    skips_frames = d.schedule == "adaptive" or d.detect_every > 1
+    kind = resolve_schedule(cfg)
+    skips_frames = kind == "adaptive" or d.detect_every > 1
     if skips_frames and cfg.tracker.kind != "flowtrack":
         raise ConfigError(f"detector.schedule={d.schedule} with detect_every={d.detect_every} skips frames and needs "
                           "tracker.kind=flowtrack to carry them; set detector.schedule=fixed and "
                           "detector.detect_every=1 for the IoU tracker")
-    return build_schedule(d.schedule, detect_every=d.detect_every, adaptive_max_interval_s=d.adaptive_max_interval_s,
+    return build_schedule(kind, detect_every=d.detect_every, adaptive_max_interval_s=d.adaptive_max_interval_s,
                           adaptive_min_reliable_fraction=d.adaptive_min_reliable_fraction,
                           roi_full_interval_s=d.roi_full_interval_s, roi_margin=d.roi_margin)
 
@@ -184,6 +197,11 @@ def build_pipeline(cfg: AppConfig, timer: Optional[StageTimer] = None, *, detect
     `wrap_detector(network) -> detector`: wraps each detector built from cfg (the bench command's synthetic clip
     times the real network this way). `live`: it will track live sources (webcam, stream), so "auto" choices favour
     latency over throughput."""
+    if detector is not None and cfg.detector.schedule == "auto":
+        # A caller's own detector is called as detector(frame): windows (the roi schedule) are asked of it only when
+        # its caller sets detector.schedule=roi.
+        from .config import replace
+        cfg = replace(cfg, **{"detector.schedule": "fixed"})
     schedule = build_detection_schedule(cfg)
     pose_stage = build_pose_stage(cfg)
     detect_ahead = resolve_detect_ahead(cfg, pose_stage, live=live)
@@ -221,7 +239,12 @@ def resolve_detect_ahead(cfg: AppConfig, pose_stage, live: bool = False) -> int:
             return 1 if str(cfg.pose.device).startswith("cuda") else 0
         # Live: two frames at once on a CPU adds a frame of latency (each call then has half the cores) for a
         # throughput a stream that drops stale frames barely needs (benchmarks/results/live_latency_cpu_ahead.md).
-        return 2 if concurrent and device == "cpu" and not live else 0
+        if not (concurrent and device == "cpu" and not live):
+            return 0
+        # The roi schedule's windows wait for the frame before to be tracked and run at their frame's turn; only its
+        # whole frames can go ahead, one at a time, on all cores: 1 ran at 1.3-1.4x the FPS of 2 (benchmarks/RESULTS.md
+        # section 8).
+        return 1 if resolve_schedule(cfg) == "roi" else 2
     if choice > 1 and not concurrent:
         raise ConfigError(f"pipeline.detect_ahead={choice} runs the detector on several frames at once, which only "
                           f"detector.backend=onnxruntime supports (this config runs {backend}): use 0 or 1")

@@ -147,11 +147,15 @@ class DetectorConfig(_Validated):
     # tracks between detections gets unreliable (fewer than adaptive_min_reliable_fraction of the flowed joints
     # pass the forward-backward check), when nobody is tracked, or adaptive_max_interval_s after the last
     # detection, whichever comes first. The tracker carries the frames between (flowtrack only). "roi" = every
-    # frame, but on host backends (onnxruntime, openvino) only in windows around the people tracked a few frames
-    # before (each box grown by roi_margin times its longer side on every side), and on the whole frame when nobody
-    # is tracked or roi_full_interval_s after the last whole frame: cheaper when people fill a small part of the
-    # frame; people who enter are found at the next whole frame.
-    schedule: str = "fixed"
+    # frame, but with ONNX Runtime on the CPU only in windows around the people tracked on the frame before (each
+    # box grown by roi_margin times its longer side on every side), and on the whole frame at the first frame of
+    # every roi_full_interval_s seconds and when nobody is tracked: cheaper where people fill a small part of the
+    # frame; someone who enters is found at the next whole frame (detection/schedule.py, detection/windows.py).
+    # 0.3 s and 0.5: within 0.1 point of "fixed" on the synthetic clips and better on PETS09 and MOT17 (the network
+    # scores people a little higher in a window), for 1.4x / 1.8x less CPU per frame at 640 / 960 on vtest.avi
+    # (benchmarks/RESULTS.md section 8); 0.6 s is faster still, within 1 point. "auto" = "roi" where the detector
+    # runs on windows (onnxruntime on the CPU) and detect_every is 1, else "fixed".
+    schedule: str = "auto"
     detect_every: int = ranged(1, 1, 1000)
     adaptive_max_interval_s: float = ranged(0.3, 0.0, 60.0)
     adaptive_min_reliable_fraction: float = ranged(0.9, **UNIT)
@@ -331,8 +335,9 @@ class PipelineConfig(_Validated):
     # concurrent runs; a second session of the model serves them, so `step()` keeps one on all cores).
     # "auto": 1 when a pose network runs on a GPU; 2 when ONNX Runtime runs the detector on the CPU, no pose network
     # runs and the input is a file or folder (2 cores: 2.15x -> 2.42x the peer's FPS at 640, benchmarks/RESULTS.md
-    # section 8); otherwise 0: a CPU pose network's threads would fight the detector's, and on a live source two
-    # frames at once add latency (960: median 260 -> 426 ms) for little throughput.
+    # section 8), 1 there with the roi schedule (only its whole frames can go ahead); otherwise 0: a CPU pose
+    # network's threads would fight the detector's, and on a live source two frames at once add latency (960:
+    # median 260 -> 426 ms) for little throughput.
     detect_ahead: Union[int, str] = ranged("auto", 0, 16, words=("auto",))
 
 

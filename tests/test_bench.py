@@ -279,6 +279,18 @@ def test_bench_cli_synthetic_compare_writes_json_and_markdown(tmp_path, capsys):
     assert "| stage |" in out_md.read_text()
 
 
+def test_synthetic_detector_times_the_network_on_the_schedules_regions():
+    clip = synthetic.SyntheticClip(2, 320, 240, 3)
+    calls = []
+    detector = synthetic.SyntheticDetector(clip, network=lambda frame, *regions: calls.append(regions))
+    frame = next(iter(clip.frames()))
+    regions = np.array([[10, 10, 60, 90]], np.float32)
+    for asked in (None, regions):
+        found = detector(frame) if asked is None else detector(frame, asked)
+        assert len(found) == 2  # the clip's known people either way
+    assert len(calls) == 2 and calls[0] == () and calls[1][0] is regions
+
+
 def test_bench_cli_on_video_with_outputs(tmp_path, capsys, vtest):
     video, poses, out_json = tmp_path / "v.avi", tmp_path / "p.jsonl", tmp_path / "b.json"
     code = main(["bench", str(vtest), "--frames", "2", "--warmup", "1", "--sequential", "--out-video", str(video),

@@ -308,3 +308,32 @@ def test_a_backend_that_does_not_run_windows_gets_the_whole_frame():
     network.runs_windows = False
     found = YoloPoseDetector(network, input_size=640)(frame, np.array([[20, 40, 110, 220]], np.float32))
     assert network.shapes == [(480, 640)] and len(found) == 3
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["detector.backend=onnxruntime", "detector.device=cpu"], "roi"),          # the default on a CPU
+    (["detector.backend=onnxruntime", "detector.device=cpu", "detector.detect_every=2"], "fixed"),
+    (["detector.backend=openvino", "detector.device=cpu"], "fixed"),           # compiles each input shape
+    (["detector.backend=torch", "detector.device=cpu"], "fixed"),
+    (["detector.backend=openvino", "detector.device=cpu", "detector.schedule=roi"], "roi"),  # as set
+    (["detector.schedule=adaptive"], "adaptive"),
+])
+def test_schedule_auto_is_roi_where_the_detector_runs_windows(overrides, expected):
+    from posetrack_app.build import resolve_schedule
+    from posetrack_app.config import load_config
+
+    assert resolve_schedule(load_config(None, overrides)) == expected
+
+
+def test_a_callers_own_detector_gets_whole_frames_unless_roi_is_set():
+    from posetrack_app.build import build_pipeline
+    from posetrack_app.config import load_config
+    from posetrack_app.detection.schedule import FixedSchedule
+
+    def own_detector(frame):
+        raise AssertionError("not called here")
+
+    cpu = ["detector.backend=onnxruntime", "detector.device=cpu", "pose.model=detector"]
+    assert isinstance(build_pipeline(load_config(None, cpu), detector=own_detector).schedule, FixedSchedule)
+    roi = build_pipeline(load_config(None, cpu + ["detector.schedule=roi"]), detector=own_detector)
+    assert isinstance(roi.schedule, RegionSchedule)

@@ -268,7 +268,8 @@ def test_build_pipeline_builds_the_all_cores_detector_only_when_called(monkeypat
 
     monkeypatch.setattr(YoloPoseDetector, "build", fake_build)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    pipeline = build_pipeline(load_config(None, ORT_CPU + [f"detector.input_size={input_size}"]))
+    # The fixed schedule, whose frames all go ahead two at a time (the roi schedule's windows cannot).
+    pipeline = build_pipeline(load_config(None, ORT_CPU + ["detector.schedule=fixed", f"detector.input_size={input_size}"]))
     assert pipeline.detect_ahead == 2
     assert len(list(pipeline.run(clip.frames()))) == len(clip)
     assert threads_built == [1]  # only the worker threads' detector, one thread each
@@ -282,7 +283,12 @@ def test_build_pipeline_builds_the_all_cores_detector_only_when_called(monkeypat
     (["pose.device=cuda"], NetworkPoseStage(), 1),
     (["pose.device=cuda:1"], NetworkPoseStage(), 1),
     (["pose.device=cpu"], NetworkPoseStage(), 0),
-    (ORT_CPU, DetectorKeypointPoses(), 2),
+    (ORT_CPU + ["detector.schedule=fixed"], DetectorKeypointPoses(), 2),
+    (ORT_CPU + ["detector.schedule=adaptive"], DetectorKeypointPoses(), 2),
+    (ORT_CPU, DetectorKeypointPoses(), 1),  # schedule auto = roi: only its whole frames can go ahead
+    (ORT_CPU + ["detector.schedule=roi"], DetectorKeypointPoses(), 1),
+    (ORT_CPU + ["detector.detect_every=2"], DetectorKeypointPoses(), 2),  # auto = fixed with detect_every > 1
+    (ORT_CPU + ["detector.schedule=roi", "pipeline.detect_ahead=2"], DetectorKeypointPoses(), 2),
     (["detector.backend=openvino", "detector.device=cpu"], DetectorKeypointPoses(), 0),
     (["detector.backend=torch", "detector.device=cpu"], DetectorKeypointPoses(), 0),
     (ORT_CPU + ["pipeline.detect_ahead=0"], DetectorKeypointPoses(), 0),
@@ -296,6 +302,7 @@ def test_detect_ahead_setting(overrides, pose_stage, expected):
 
 @pytest.mark.parametrize("overrides, pose_stage, expected", [
     (ORT_CPU, DetectorKeypointPoses(), 0),  # latency first: the detector inline, on all cores
+    (ORT_CPU + ["detector.schedule=roi"], DetectorKeypointPoses(), 0),
     (["pose.device=cuda"], NetworkPoseStage(), 1),
     (ORT_CPU + ["pipeline.detect_ahead=2"], DetectorKeypointPoses(), 2),  # an explicit value holds
 ])

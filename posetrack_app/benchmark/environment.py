@@ -131,6 +131,7 @@ def describe_setup(cfg, pipeline) -> Dict[str, object]:
         "detector_input_size": cfg.detector.input_size,
         "detector_providers": list(getattr(network, "providers", []) or []),
         "detect_every": cfg.detector.detect_every,
+        "detection_schedule": type(pipeline.schedule).__name__,
         "pose_stage": type(pose_stage).__name__,
         "pose_model": cfg.pose.model,
         "pose_weights": cfg.pose.weights or None,

@@ -180,9 +180,11 @@ class SyntheticDetector:
         self.clip = clip
         self.network = network
 
-    def __call__(self, frame: Frame) -> Detections:
-        if self.network is not None:
+    def __call__(self, frame: Frame, regions=None) -> Detections:
+        if self.network is not None and regions is None:
             self.network(frame)
+        elif self.network is not None:  # on the windows around the regions (detector.schedule=roi)
+            self.network(frame, regions)
         return self.clip.detections(frame.index)
 
 

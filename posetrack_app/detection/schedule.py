@@ -174,5 +174,5 @@ def build_schedule(kind: str, *, detect_every: int = 1, adaptive_max_interval_s:
         "roi": dict(full_interval_s=roi_full_interval_s, margin=roi_margin),
     }
     if kind not in SCHEDULES:
-        raise ConfigError(f"unknown detector.schedule {kind!r}; choose one of: {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown detector.schedule {kind!r}; choose one of: auto, {', '.join(SCHEDULES)}")
     return SCHEDULES[kind](**arguments[kind])
