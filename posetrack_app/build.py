@@ -71,15 +71,18 @@ def detector_score_threshold(cfg: AppConfig) -> float:
 
 
 def resolve_schedule(cfg: AppConfig) -> str:
-    """detector.schedule with "auto" resolved: "roi" where the detector can run on windows (ONNX Runtime on the CPU)
-    and detector.detect_every is 1, else "fixed" (a GPU detects whole frames ahead instead)."""
+    """detector.schedule with "auto" resolved: "roi" where the detector can run on windows (ONNX Runtime on the CPU),
+    detector.detect_every is 1 and FlowTrack tracks, else "fixed". A GPU detects whole frames ahead instead; the IoU
+    tracker does not say where its lost people are, and with windows it lost 1.4 MOTA on syn7 and switched 23 more
+    ids on PETS09 (benchmarks/results/detector_accuracy_roi_iou.md)."""
     from .detection.backends.base import resolve_choice
 
     d = cfg.detector
     if d.schedule != "auto":
         return d.schedule
     backend, device, _ = resolve_choice(d.backend, d.device, d.precision, d.model)
-    return "roi" if backend == "onnxruntime" and device == "cpu" and d.detect_every == 1 else "fixed"
+    windows = backend == "onnxruntime" and device == "cpu"
+    return "roi" if windows and d.detect_every == 1 and cfg.tracker.kind == "flowtrack" else "fixed"
 
 
 def build_detection_schedule(cfg: AppConfig):

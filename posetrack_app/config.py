@@ -154,7 +154,7 @@ class DetectorConfig(_Validated):
     # 0.3 s and 0.5: within 0.1 point of "fixed" on the synthetic clips and better on PETS09 and MOT17 (the network
     # scores people a little higher in a window), for 1.4x / 1.8x less CPU per frame at 640 / 960 on vtest.avi
     # (benchmarks/RESULTS.md section 8); 0.6 s is faster still, within 1 point. "auto" = "roi" where the detector
-    # runs on windows (onnxruntime on the CPU) and detect_every is 1, else "fixed".
+    # runs on windows (onnxruntime on the CPU), detect_every is 1 and tracker.kind is flowtrack, else "fixed".
     schedule: str = "auto"
     detect_every: int = ranged(1, 1, 1000)
     adaptive_max_interval_s: float = ranged(0.3, 0.0, 60.0)

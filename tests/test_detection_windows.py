@@ -315,6 +315,8 @@ def test_a_backend_that_does_not_run_windows_gets_the_whole_frame():
     (["detector.backend=onnxruntime", "detector.device=cpu", "detector.detect_every=2"], "fixed"),
     (["detector.backend=openvino", "detector.device=cpu"], "fixed"),           # compiles each input shape
     (["detector.backend=torch", "detector.device=cpu"], "fixed"),
+    (["detector.backend=onnxruntime", "detector.device=cpu", "tracker.kind=iou"], "fixed"),  # no lost boxes
+    (["detector.backend=onnxruntime", "detector.device=cpu", "tracker.kind=iou", "detector.schedule=roi"], "roi"),
     (["detector.backend=openvino", "detector.device=cpu", "detector.schedule=roi"], "roi"),  # as set
     (["detector.schedule=adaptive"], "adaptive"),
 ])
