@@ -245,8 +245,8 @@ def resolve_detect_ahead(cfg: AppConfig, pose_stage, live: bool = False) -> int:
         if not (concurrent and device == "cpu" and not live):
             return 0
         # The roi schedule's windows wait for the frame before to be tracked and run at their frame's turn; only its
-        # whole frames can go ahead, one at a time, on all cores: 1 ran at 1.3-1.4x the FPS of 2 (benchmarks/RESULTS.md
-        # section 8).
+        # whole frames can go ahead, one at a time, on all cores: 1 ran at 1.12x / 1.22x the median FPS of 2 at 640 /
+        # 960 (benchmarks/results/peer_fps_cpu_roi_ahead.md).
         return 1 if resolve_schedule(cfg) == "roi" else 2
     if choice > 1 and not concurrent:
         raise ConfigError(f"pipeline.detect_ahead={choice} runs the detector on several frames at once, which only "
