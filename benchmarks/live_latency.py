@@ -31,6 +31,8 @@ VARIANTS = {
     "pipeline.detect_ahead=0": ["--set", "pipeline.detect_ahead=0"],
     "detector.input_size=640, pipeline.detect_ahead=0": ["--set", "detector.input_size=640",
                                                           "--set", "pipeline.detect_ahead=0"],
+    # The CPU default looks at windows around the tracked people between whole frames (detector.schedule auto = roi).
+    "detector.schedule=fixed": ["--set", "detector.schedule=fixed"],
 }
 SUMMARY = re.compile(r"(?P<frames>\d+) frames, .*?(?P<fps>[\d.]+) FPS end to end.*?latency capture -> result median "
                      r"(?P<median>\d+) ms, p95 (?P<p95>\d+) ms(?:, (?P<dropped>\d+) stale frames dropped)?")
