@@ -152,7 +152,7 @@ class DetectorConfig(_Validated):
     # every roi_full_interval_s seconds and when nobody is tracked: cheaper where people fill a small part of the
     # frame; someone who enters is found at the next whole frame (detection/schedule.py, detection/windows.py).
     # 0.3 s and 0.5: within 0.1 point of "fixed" on the synthetic clips and better on PETS09 and MOT17 (the network
-    # scores people a little higher in a window), for 1.4x / 1.8x less CPU per frame at 640 / 960 on vtest.avi
+    # scores people a little higher in a window), for 1.4x / 1.7x less CPU per frame at 640 / 960 on vtest.avi
     # (benchmarks/RESULTS.md section 8); 0.6 s is faster still, within 1 point. "auto" = "roi" where the detector
     # runs on windows (onnxruntime on the CPU), detect_every is 1 and tracker.kind is flowtrack, else "fixed".
     schedule: str = "auto"
