@@ -109,9 +109,7 @@ class _Counting:
 
     def __call__(self, frame: Frame, regions=None):
         self.calls += 1
-        if regions is None:
-            return self.detector(frame)
-        self.region_calls += 1
+        self.region_calls += regions is not None
         return self.detector(frame, regions)
 
 

@@ -219,7 +219,7 @@ class _DetectAhead:
 def _same_regions(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    return a.shape == b.shape and bool(np.all(a == b))
+    return np.array_equal(a, b)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..ops.boxes import box_areas, box_iou, clip_boxes
 from .yolo_onnx import STRIDE
 
 # At or above this share of the input's area, the whole input runs instead of the windows: their cost would be
@@ -42,13 +43,12 @@ def detection_windows(regions_xyxy: np.ndarray, input_hw: Tuple[int, int],
         return None
     windows = np.stack([np.floor(regions[:, 0] / STRIDE), np.floor(regions[:, 1] / STRIDE),
                         np.ceil(regions[:, 2] / STRIDE), np.ceil(regions[:, 3] / STRIDE)], axis=1) * STRIDE
-    windows = np.clip(windows, 0, [width, height, width, height]).astype(np.int64)
-    merged = _merge_overlapping([w for w in windows if w[2] > w[0] and w[3] > w[1]])
+    windows = clip_boxes(windows, width, height).astype(np.int64)
+    merged = _merge_overlapping(list(windows[box_areas(windows) > 0]))
     if not merged:
         return None
     merged = np.stack(merged)
-    area = np.sum((merged[:, 2] - merged[:, 0]) * (merged[:, 3] - merged[:, 1]))
-    if area >= max_area_fraction * height * width:
+    if box_areas(merged).sum() >= max_area_fraction * height * width:
         return None
     return merged
 
@@ -57,10 +57,9 @@ def _merge_overlapping(windows: List[np.ndarray]) -> List[np.ndarray]:
     """Windows -> windows of which no two overlap: each one that overlaps others becomes their bounding window."""
     kept: List[np.ndarray] = []  # no two overlap
     for window in windows:
-        while True:  # a bounding window may reach windows that the window alone did not
-            hits = [k for k, other in enumerate(kept)
-                    if min(window[2], other[2]) > max(window[0], other[0])
-                    and min(window[3], other[3]) > max(window[1], other[1])]
+        while kept:  # a bounding window may reach windows that the window alone did not
+            # Windows have area, so IoU > 0 is overlap (windows that only touch stay apart).
+            hits = np.flatnonzero(box_iou(window, np.stack(kept))[0] > 0).tolist()
             if not hits:
                 break
             window = np.concatenate([np.min([window[:2]] + [kept[k][:2] for k in hits], axis=0),
