@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tracker_suite as suite  # noqa: E402
 from posetrack_app.build import (build_detection_schedule, build_detector, build_pose_stage,  # noqa: E402
                                  build_tracker, detector_score_threshold, resolve_schedule)
+from posetrack_app.benchmark.environment import cpu_record, cpu_summary  # noqa: E402
 from posetrack_app.config import load_config, replace  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
@@ -86,17 +86,20 @@ def main(argv=None) -> int:
                      {k: round(v, 1) for k, v in results[name][clip.name].items() if k in METRICS},
                      counting.calls - counting.region_calls, len(clip.frames))
     table = _table(results, calls, clips)
+    machine = cpu_record()
     print(table)
     if args.out:
         out = Path(args.out)
         with atomic_write(out) as handle:
             handle.write(f"# Detector levers: accuracy on the dev suite\n\nCommand: `python benchmarks/detector_accuracy.py "
-                         f"{' '.join(argv or sys.argv[1:])}`\n\n")
+                         f"{' '.join(argv or sys.argv[1:])}`\n\n"
+                         # int8 detections depend on the CPU's int8 kernels (VNNI or not), so the machine is named.
+                         f"Machine: {cpu_summary(machine)}\n\n")
             for name, overrides in variants.items():
                 handle.write(f"- {name}: {' '.join(overrides) or '(defaults: onnxruntime fp32, every frame)'}\n")
             handle.write("\n" + table + "\n")
-        write_json_atomic(out.with_suffix(".json"), {"variants": variants, "results": results, "detector_calls": calls},
-                          indent=2)
+        write_json_atomic(out.with_suffix(".json"), {"variants": variants, "results": results, "detector_calls": calls,
+                                                     "machine": machine}, indent=2)
     return 0
 
 

@@ -41,6 +41,7 @@ import cv2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from posetrack_app.benchmark.environment import cpu_record, cpu_summary  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
 
 CLIPS = {
@@ -166,6 +167,7 @@ def markdown(record: Dict) -> str:
     lines = [f"# Ours vs the peer (Ultralytics YOLO11n-pose + ByteTrack), {record['frames']} frames, "
              f"{record['rounds']} rounds, interleaved", "",
              f"Command: `{record['command']}`", "",
+             f"Machine: {cpu_summary(record['machine'])}", "",
              "| clip | input | variant | ours FPS (median) | peer FPS (median) | FPS ratio (median of rounds) | "
              "FPS ratios per round | CPU ms/frame ours / peer | CPU ratio (median) | load avg |",
              "|---|---:|---|---:|---:|---:|---|---|---:|---|"]
@@ -208,7 +210,8 @@ def main(argv=None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     record = {"command": "python benchmarks/peer_fps.py " + " ".join(argv), "frames": args.frames,
-              "rounds": args.rounds, "variants": variants, "clips": {}}
+              "rounds": args.rounds, "variants": variants, "clips": {},
+              "machine": cpu_record()}
     for clip_name in args.clips:
         clip = make_clip(clip_name, args.frames, work)
         size = CLIPS[clip_name][1]

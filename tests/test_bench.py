@@ -226,12 +226,26 @@ def test_summary_shares_fps_and_table():
     assert markdown[0].startswith("| stage |") and len(markdown) == 2 + 4
 
 
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu avx avx2 fma", ["avx2"]),
+    ("avx2 avx512f avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8", ["avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                                                      "amx_int8", "amx_bf16"]),
+    ("sse4_2 ssse3", []),
+])
+def test_cpu_vector_extensions_read_from_the_flags_line(monkeypatch, flags, expected):
+    text = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\nbugs\t\t: avx512_vnni_fake\n"
+    real_read_text = environment.Path.read_text
+    monkeypatch.setattr(environment.Path, "read_text",
+                        lambda self, *a, **k: text if str(self) == "/proc/cpuinfo" else real_read_text(self, *a, **k))
+    assert environment.cpu_vector_extensions() == expected
+
+
 def test_record_has_speedup_environment_and_load(tmp_path):
     both = {"sequential": _fake_run("sequential"), "pipelined": _fake_run("pipelined")}
     both["pipelined"].wall_s = 0.1
     env = environment.capture_environment()
-    for key in ("cpu_model", "cpu_count", "torch", "cuda_build", "gpu_name", "gpu_driver", "onnxruntime",
-                "tensorrt", "opencv", "git"):
+    for key in ("cpu_model", "cpu_count", "cpu_vector_extensions", "torch", "cuda_build", "gpu_name", "gpu_driver",
+                "onnxruntime", "tensorrt", "opencv", "git"):
         assert key in env
     record = report.bench_record(command=["posetrack", "bench"], source={"name": "x", "frame_wh": [8, 8]},
                                 runs=both, setup={"detector": "D", "detector_input_size": 640, "pose_stage": "P",

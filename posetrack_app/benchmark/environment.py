@@ -33,6 +33,36 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide which kernels the detector's runtime picks: int8 convolutions are fast only with VNNI
+# (AVX-512 VNNI or AVX-VNNI) or AMX, so CPU figures from machines with and without them are not comparable.
+VECTOR_EXTENSIONS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+
+
+def cpu_vector_extensions() -> List[str]:
+    """Which of VECTOR_EXTENSIONS this CPU reports (Linux /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [name for name in VECTOR_EXTENSIONS if name in flags]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_record() -> Dict[str, object]:
+    """The CPU facts that CPU speed and int8 results depend on (also part of `capture_environment()`)."""
+    return {"cpu_model": _cpu_model(),
+            "cpu_count_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cpu_vector_extensions": cpu_vector_extensions()}
+
+
+def cpu_summary(env: Dict[str, object]) -> str:
+    """One line for a CPU result file: model, usable cores and vector extensions, from `cpu_record()`."""
+    extensions = " ".join(env.get("cpu_vector_extensions") or []) or "no listed vector extensions"
+    return f"{env.get('cpu_model')}, {env.get('cpu_count_usable')} usable cores, {extensions}"
+
+
 def _package_version(*names: str) -> Optional[str]:
     for name in names:
         try:
@@ -77,9 +107,8 @@ def capture_environment() -> Dict[str, object]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
+        **cpu_record(),
         "cpu_count": os.cpu_count(),
-        "cpu_count_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
         "opencv_threads": cv2.getNumThreads(),
