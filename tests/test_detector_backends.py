@@ -446,6 +446,26 @@ def test_int8_detects_what_fp32_detects(tmp_path):
         assert_same_detections(reference, on_openvino(Frame(0, image)), INT8_TOLERANCE)
 
 
+@pytest.mark.parametrize("calibration, warned", [("", True), ("frames", False)])
+def test_int8_warns_when_calibrated_on_the_default_photos(tmp_path, monkeypatch, caplog, calibration, warned):
+    from posetrack_app.detection import quantize
+
+    pytest.importorskip("ultralytics")
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"not a real graph: quantizing is replaced below")
+    if calibration:
+        (tmp_path / "frames").mkdir()
+        cv2.imwrite(str(tmp_path / "frames" / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+        calibration = str(tmp_path / "frames")
+    made = []
+    monkeypatch.setattr(quantize, "quantize_int8",
+                        lambda source, out, frames, size, manifest: made.append(len(frames)) or out)
+    with caplog.at_level("WARNING", logger=quantize.log.name):
+        quantize.int8_model(onnx_path, calibration=calibration, frame_count=4, input_size=64, cache_dir=tmp_path)
+    assert made == ([2] if not calibration else [1])  # the two sample photos, or the folder's one image
+    assert ("Ultralytics' two sample photos" in caplog.text) == warned
+
+
 @pytest.mark.parametrize("fmt, device, name", [
     ("onnx", "cpu", "m.onnx"), ("onnx", "cuda:1", "m.onnx"), ("torchscript", "cpu", "m.torchscript"),
     ("torchscript", "cuda", "m_cuda0.torchscript"), ("torchscript", "cuda:0", "m_cuda0.torchscript"),
