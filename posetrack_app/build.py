@@ -35,6 +35,13 @@ class WarnOnce:
 # One plain warning per process, however many pipelines (sequences, batch workers) get built.
 PROCESS_WARNINGS = WarnOnce(log)
 
+# Frames read ahead with the roi schedule. Its whole frames are known by the clock, so each can start this many frames
+# before its turn and overlap the window frames before it; windows still wait for the frame before (pipeline.py).
+# Measured on 2 cores (benchmarks/results/peer_fps_cpu_roi_lookahead.md; the tracks are the same): 8 frames ahead ran
+# at 1.36x / 1.33x the FPS of 1 at 640 / 960 on a 10 fps clip (a whole frame every 3rd frame) and 1.15x at 25 fps
+# (every 8th); 4 gained as much at 10 fps, less at 25 (1.13x / 1.06x in a two-round run).
+ROI_DETECT_AHEAD = 8
+
 
 def build_detector(cfg: AppConfig, on_first_call: bool = False):
     """The detector cfg.detector describes; its `description` says which backend, device and precision run it.
@@ -244,10 +251,7 @@ def resolve_detect_ahead(cfg: AppConfig, pose_stage, live: bool = False) -> int:
         # throughput a stream that drops stale frames barely needs (benchmarks/results/live_latency_cpu_ahead.md).
         if not (concurrent and device == "cpu" and not live):
             return 0
-        # The roi schedule's windows wait for the frame before to be tracked and run at their frame's turn; only its
-        # whole frames can go ahead, one at a time, on all cores: 1 ran at 1.12x / 1.22x the median FPS of 2 at 640 /
-        # 960 (benchmarks/results/peer_fps_cpu_roi_ahead.md).
-        return 1 if resolve_schedule(cfg) == "roi" else 2
+        return ROI_DETECT_AHEAD if resolve_schedule(cfg) == "roi" else 2
     if choice > 1 and not concurrent:
         raise ConfigError(f"pipeline.detect_ahead={choice} runs the detector on several frames at once, which only "
                           f"detector.backend=onnxruntime supports (this config runs {backend}): use 0 or 1")

@@ -335,7 +335,8 @@ class PipelineConfig(_Validated):
     # concurrent runs; a second session of the model serves them, so `step()` keeps one on all cores).
     # "auto": 1 when a pose network runs on a GPU; 2 when ONNX Runtime runs the detector on the CPU, no pose network
     # runs and the input is a file or folder (2 cores: 2.15x -> 2.42x the peer's FPS at 640, benchmarks/RESULTS.md
-    # section 8), 1 there with the roi schedule (only its whole frames can go ahead); otherwise 0: a CPU pose
+    # section 8), 8 there with the roi schedule (its windows wait for the frame before, so only its whole frames go
+    # ahead: they start up to 8 frames before their turn; build.ROI_DETECT_AHEAD); otherwise 0: a CPU pose
     # network's threads would fight the detector's, and on a live source two frames at once add latency (960:
     # median 260 -> 426 ms) for little throughput.
     detect_ahead: Union[int, str] = ranged("auto", 0, 16, words=("auto",))

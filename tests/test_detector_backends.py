@@ -418,11 +418,14 @@ def test_build_schedule_reads_the_config_fields():
 
 
 # int8 (static Q/DQ) against fp32, on bus.jpg at 640 calibrated on Ultralytics' two sample photos. Measured (recipe
-# 2, quantize.py): box IoU >= 0.898, box corners within 4.5% of the person's height, scores within 0.114, visible
-# keypoints within 8.9% of the height (the partly visible man at the left edge moves most), on either backend.
-# ONNX Runtime and OpenVINO run the same quantized graph with different int8 kernels, so each is held to fp32: they
-# differ from each other by up to 7.6% of that man's height.
+# 2, quantize.py) on an AVX2 CPU: box IoU >= 0.898, box corners within 4.5% of the person's height, scores within
+# 0.114, visible keypoints within 8.9% of the height (the partly visible man at the left edge moves most), on either
+# backend. ONNX Runtime and OpenVINO run the same quantized graph with different int8 kernels, and the kernels differ
+# between CPUs, so each is held to fp32. On a CPU with AVX-512 VNNI: ONNX Runtime IoU >= 0.970, boxes within 1.3%,
+# keypoints within 3.7%, visibility within 0.197; OpenVINO puts that man's box 15.7% of his height off (IoU 0.842;
+# keypoints within 4.5%, the other people's boxes as close as ONNX Runtime's), hence its wider box tolerance.
 INT8_TOLERANCE = Tolerance(4.0, 0.06, 0.12, 0.1, 4.0, 0.2, 0.85)
+INT8_OPENVINO_TOLERANCE = INT8_TOLERANCE._replace(box_fraction=0.2, min_iou=0.8)
 
 
 @pytest.mark.slow
@@ -443,7 +446,7 @@ def test_int8_detects_what_fp32_detects(tmp_path):
         on_openvino = YoloPoseDetector.build(backend="openvino", device="cpu", precision="int8", input_size=640,
                                              int8_calibration_frames=2, cache_dir=str(onnx_dir))
         assert on_openvino.backend.onnx_path == int8.backend.onnx_path
-        assert_same_detections(reference, on_openvino(Frame(0, image)), INT8_TOLERANCE)
+        assert_same_detections(reference, on_openvino(Frame(0, image)), INT8_OPENVINO_TOLERANCE)
 
 
 @pytest.mark.parametrize("calibration, warned", [("", True), ("frames", False)])

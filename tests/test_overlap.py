@@ -87,7 +87,7 @@ def _same_tracks(a, b):
     lambda: AdaptiveSchedule(max_interval_s=0.2, min_reliable_fraction=0.95),
     lambda: RegionSchedule(full_interval_s=0.25, margin=0.2),
 ], ids=["every frame", "every 3rd frame", "adaptive", "roi"])
-@pytest.mark.parametrize("detect_ahead", [1, 2, 3])
+@pytest.mark.parametrize("detect_ahead", [1, 2, 3, 8])
 def test_overlapped_run_gives_the_sequential_tracks(make_schedule, detect_ahead):
     clip = SyntheticClip(4, 320, 240, 24, seed=11)
     sequential = _pipeline(clip, make_schedule(), detect_ahead=0)
@@ -245,6 +245,41 @@ def test_one_frame_ahead_detects_one_frame_at_a_time():
         list(pipeline.run(clip.frames()))
 
 
+class TurnRecordingDetector(CountingDetector):
+    """Records, for each call, how many frames the pipeline had tracked when it started."""
+
+    def __init__(self, clip, pipeline_ref):
+        super().__init__(clip)
+        self.pipeline_ref, self.started_at = pipeline_ref, {}
+
+    def __call__(self, frame, regions=None):
+        self.started_at.setdefault(frame.index, self.pipeline_ref[0]._frames_since_reset)
+        return super().__call__(frame, regions)
+
+
+@pytest.mark.parametrize("detect_ahead", [1, 8])
+def test_roi_whole_frames_start_as_far_ahead_as_the_look_ahead_allows(detect_ahead):
+    # 10 fps and a whole frame every 0.3 s: frames 0, 3, 6, ... are whole, the others windows. A whole frame can be
+    # started when it is read, up to detect_ahead frames before its turn; a window only at its turn.
+    clip = SyntheticClip(3, 320, 240, 24, seed=5, fps=10)
+    pipeline_ref = []
+    detector = TurnRecordingDetector(clip, pipeline_ref)
+    pipeline = Pipeline(detector, DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17),
+                        schedule=RegionSchedule(full_interval_s=0.3, margin=0.5), detect_ahead=detect_ahead)
+    pipeline_ref.append(pipeline)
+    assert len(list(pipeline.run(clip.frames()))) == len(clip)
+    whole = [i for i in range(3, len(clip), 3)]
+    windows = [i for i in range(len(clip)) if i % 3]
+    assert all(detector.started_at[i] == i for i in windows)  # at their turn: the frame before tracked
+    # Frames tracked when each whole frame started: one frame before its turn at most with 1, up to its look-ahead
+    # with 8 (it is read once the frame that many before it has been detected).
+    lead = [i - detector.started_at[i] for i in whole]
+    if detect_ahead == 1:
+        assert max(lead) <= 1
+    else:
+        assert min(lead) >= 3 and max(lead) <= detect_ahead
+
+
 class NetworkPoseStage:
     """Stands in for a pose network (anything but the detector's keypoints)."""
 
@@ -285,8 +320,8 @@ def test_build_pipeline_builds_the_all_cores_detector_only_when_called(monkeypat
     (["pose.device=cpu"], NetworkPoseStage(), 0),
     (ORT_CPU + ["detector.schedule=fixed"], DetectorKeypointPoses(), 2),
     (ORT_CPU + ["detector.schedule=adaptive"], DetectorKeypointPoses(), 2),
-    (ORT_CPU, DetectorKeypointPoses(), 1),  # schedule auto = roi: only its whole frames can go ahead
-    (ORT_CPU + ["detector.schedule=roi"], DetectorKeypointPoses(), 1),
+    (ORT_CPU, DetectorKeypointPoses(), 8),  # schedule auto = roi: only its whole frames go ahead, several frames early
+    (ORT_CPU + ["detector.schedule=roi"], DetectorKeypointPoses(), 8),
     (ORT_CPU + ["detector.detect_every=2"], DetectorKeypointPoses(), 2),  # auto = fixed with detect_every > 1
     (ORT_CPU + ["detector.schedule=roi", "pipeline.detect_ahead=2"], DetectorKeypointPoses(), 2),
     (["detector.backend=openvino", "detector.device=cpu"], DetectorKeypointPoses(), 0),

@@ -270,24 +270,24 @@ def test_a_missing_input_among_several_stops_before_any_model_loads(tmp_path, ca
     assert calls == []
 
 
-@pytest.mark.parametrize("frames, frames_at_once, pose_network, expected", [
+@pytest.mark.parametrize("frames, frames_ahead, pose_network, expected", [
     (10, 1, False, "10 frames, 2 tracks, 5.0 FPS end to end (mean per frame: detect 150.0 ms, pose: detector "
                    "keypoints, track 1.0 ms)"),
-    (10, 2, False, "10 frames, 2 tracks, 5.0 FPS end to end (mean per frame: detect 150.0 ms (2 frames at once), "
+    (10, 2, False, "10 frames, 2 tracks, 5.0 FPS end to end (mean per frame: detect 150.0 ms (up to 2 frames ahead), "
                    "pose: detector keypoints, track 1.0 ms)"),
-    (10, 2, True, "10 frames, 2 tracks, 5.0 FPS end to end (mean per frame: detect 150.0 ms (2 frames at once), "
+    (10, 2, True, "10 frames, 2 tracks, 5.0 FPS end to end (mean per frame: detect 150.0 ms (up to 2 frames ahead), "
                   "pose 20.0 ms, track 1.0 ms)"),
     # A lone frame (a photo) is detected by itself.
     (1, 2, False, "1 frames, 2 tracks, 0.5 FPS end to end (mean per frame: detect 150.0 ms, pose: detector "
                   "keypoints, track 1.0 ms)"),
 ])
-def test_summary_line_says_when_detections_overlap(frames, frames_at_once, pose_network, expected):
+def test_summary_line_says_when_detections_overlap(frames, frames_ahead, pose_network, expected):
     from posetrack_app.cli.track import _summary_line
     from posetrack_app.pipeline import RunSummary
 
     summary = RunSummary(frames=frames, tracks=2, wall_s=2.0,
                          stage_mean_ms={"detect": 150.0, "pose": 20.0, "track": 1.0})
-    assert _summary_line(summary, pose_network, 0, frames_at_once=frames_at_once) == expected
+    assert _summary_line(summary, pose_network, 0, frames_ahead=frames_ahead) == expected
 
 
 class _Built(Exception):

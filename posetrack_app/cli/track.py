@@ -45,17 +45,17 @@ def add_arguments(parser) -> None:
 
 
 def _summary_line(summary, pose_network: bool, damaged_frames: int, detector: Optional[str] = None,
-                  frames_at_once: int = 1) -> str:
+                  frames_ahead: int = 1) -> str:
     # Per-stage FPS is not shown: for a stage of 0.02 ms (the detector-keypoint pose stage) it reads "45907 FPS",
     # which says nothing; the mean milliseconds do.
     def stage(name: str, ms: float) -> str:
         if name == "pose" and not pose_network:
             return "pose: detector keypoints"
-        # Several frames in the detector at once: each call takes longer than the frame time it costs. A lone frame
-        # (a photo) is detected by itself.
-        overlapped = name == "detect" and frames_at_once > 1 and summary.frames > 1
-        at_once = f" ({frames_at_once} frames at once)" if overlapped else ""
-        return f"{name} {ms:.1f} ms{at_once}"
+        # Frames detected ahead run beside the frame being tracked, several at once: each call takes longer than the
+        # frame time it costs. A lone frame (a photo) is detected by itself.
+        overlapped = name == "detect" and frames_ahead > 1 and summary.frames > 1
+        ahead = f" (up to {frames_ahead} frames ahead)" if overlapped else ""
+        return f"{name} {ms:.1f} ms{ahead}"
 
     stages = ", ".join(stage(name, ms) for name, ms in summary.stage_mean_ms.items())
     line = (f"{summary.frames} frames, {summary.tracks} tracks, {summary.fps:.1f} FPS end to end "
@@ -181,7 +181,7 @@ def run(args) -> int:
         summary = _track_one(tracker, source, outputs, args)
         # What ran (backend, precision, device, input size): known once the first frame has built the detector.
         line = _summary_line(summary, pose_network, source.damaged_frames, tracker.pipeline.detector_description,
-                             frames_at_once=tracker.pipeline.detect_ahead)
+                             frames_ahead=tracker.pipeline.detect_ahead)
         if len(inputs) > 1:
             line = f"{spec}: {line}"
         if summary.interrupted:
