@@ -184,7 +184,7 @@ class ClipSource(FrameSource):
 
 
 @pytest.mark.parametrize("max_frames", [None, 1, 5])
-@pytest.mark.parametrize("detect_ahead", [1, 2])
+@pytest.mark.parametrize("detect_ahead", [1, 8])
 def test_run_stream_overlapped_reads_no_frame_past_max_frames(max_frames, detect_ahead):
     clip = SyntheticClip(2, 160, 120, 8, seed=5)
     pipeline = _pipeline(clip, FixedSchedule(1), detect_ahead=detect_ahead)
@@ -201,7 +201,7 @@ class FailingDetector(CountingDetector):
         return super().__call__(frame)
 
 
-@pytest.mark.parametrize("detect_ahead", [1, 2])
+@pytest.mark.parametrize("detect_ahead", [1, 8])
 def test_a_detector_error_in_the_worker_reaches_the_caller(detect_ahead):
     clip = SyntheticClip(2, 160, 120, 8, seed=5)
     pipeline = Pipeline(FailingDetector(clip), DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17),
@@ -246,14 +246,16 @@ def test_one_frame_ahead_detects_one_frame_at_a_time():
 
 
 class TurnRecordingDetector(CountingDetector):
-    """Records, for each call, how many frames the pipeline had tracked when it started."""
+    """Records, for each call, how many frames its pipeline (set once built) had tracked when the call started."""
 
-    def __init__(self, clip, pipeline_ref):
+    pipeline = None
+
+    def __init__(self, clip):
         super().__init__(clip)
-        self.pipeline_ref, self.started_at = pipeline_ref, {}
+        self.started_at = {}
 
     def __call__(self, frame, regions=None):
-        self.started_at.setdefault(frame.index, self.pipeline_ref[0]._frames_since_reset)
+        self.started_at.setdefault(frame.index, self.pipeline._frames_since_reset)
         return super().__call__(frame, regions)
 
 
@@ -262,11 +264,10 @@ def test_roi_whole_frames_start_as_far_ahead_as_the_look_ahead_allows(detect_ahe
     # 10 fps and a whole frame every 0.3 s: frames 0, 3, 6, ... are whole, the others windows. A whole frame can be
     # started when it is read, up to detect_ahead frames before its turn; a window only at its turn.
     clip = SyntheticClip(3, 320, 240, 24, seed=5, fps=10)
-    pipeline_ref = []
-    detector = TurnRecordingDetector(clip, pipeline_ref)
+    detector = TurnRecordingDetector(clip)
     pipeline = Pipeline(detector, DetectorKeypointPoses(), build_tracker(AppConfig(), COCO17),
                         schedule=RegionSchedule(full_interval_s=0.3, margin=0.5), detect_ahead=detect_ahead)
-    pipeline_ref.append(pipeline)
+    detector.pipeline = pipeline
     assert len(list(pipeline.run(clip.frames()))) == len(clip)
     whole = [i for i in range(3, len(clip), 3)]
     windows = [i for i in range(len(clip)) if i % 3]
