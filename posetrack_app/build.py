@@ -50,6 +50,14 @@ def build_detector(cfg: AppConfig, on_first_call: bool = False):
     from .detection.detector import YoloPoseDetector
 
     d = cfg.detector
+    if d.precision == "int8" and not d.int8_calibration:
+        # Measured on the dev suite (benchmarks/results/detector_accuracy_vnni.md), PETS09's small pedestrians at 960,
+        # MOTA / IDF1: fp32 71.7 / 75.1; int8 calibrated on the two photos (large people) 62.3 / 60.7, calibrated on
+        # other street video (the MOT17 mini frames) 70.9 / 76.3.
+        PROCESS_WARNINGS("int8-default-calibration",
+                         "int8 detector calibrated on Ultralytics' two sample photos: its scores can drift on video "
+                         "unlike them (small or distant people); set detector.int8_calibration to a video or image "
+                         "folder like yours")
     if d.input_size == "auto" or on_first_call:
         from .config import replace
         from .input_size import OnDemandDetector

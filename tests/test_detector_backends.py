@@ -449,24 +449,23 @@ def test_int8_detects_what_fp32_detects(tmp_path):
         assert_same_detections(reference, on_openvino(Frame(0, image)), INT8_OPENVINO_TOLERANCE)
 
 
-@pytest.mark.parametrize("calibration, warned", [("", True), ("frames", False)])
-def test_int8_warns_when_calibrated_on_the_default_photos(tmp_path, monkeypatch, caplog, calibration, warned):
-    from posetrack_app.detection import quantize
+@pytest.mark.parametrize("overrides, warnings", [
+    (["detector.precision=int8"], 1),  # said once, however many detectors the run builds
+    (["detector.precision=int8", "detector.int8_calibration=frames/"], 0),
+    (["detector.precision=fp32"], 0),
+])
+def test_int8_on_the_default_calibration_photos_is_warned_about_once(monkeypatch, caplog, overrides, warnings):
+    from posetrack_app import build
+    from posetrack_app.config import load_config
+    from posetrack_app.detection.detector import YoloPoseDetector
 
-    pytest.importorskip("ultralytics")
-    onnx_path = tmp_path / "m.onnx"
-    onnx_path.write_bytes(b"not a real graph: quantizing is replaced below")
-    if calibration:
-        (tmp_path / "frames").mkdir()
-        cv2.imwrite(str(tmp_path / "frames" / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
-        calibration = str(tmp_path / "frames")
-    made = []
-    monkeypatch.setattr(quantize, "quantize_int8",
-                        lambda source, out, frames, size, manifest: made.append(len(frames)) or out)
-    with caplog.at_level("WARNING", logger=quantize.log.name):
-        quantize.int8_model(onnx_path, calibration=calibration, frame_count=4, input_size=64, cache_dir=tmp_path)
-    assert made == ([2] if not calibration else [1])  # the two sample photos, or the folder's one image
-    assert ("Ultralytics' two sample photos" in caplog.text) == warned
+    monkeypatch.setattr(build, "PROCESS_WARNINGS", build.WarnOnce(build.log))
+    monkeypatch.setattr(YoloPoseDetector, "build", lambda *a, **k: type("Stub", (), {"description": "stub"})())
+    cfg = load_config(None, overrides + ["detector.backend=onnxruntime", "detector.input_size=640"])
+    with caplog.at_level("WARNING", logger=build.log.name):
+        build.build_detector(cfg)
+        build.build_detector(cfg)
+    assert caplog.text.count("Ultralytics' two sample photos") == warnings
 
 
 @pytest.mark.parametrize("fmt, device, name", [

@@ -149,13 +149,6 @@ def int8_model(onnx_path: Path, *, calibration: str, frame_count: int, input_siz
 
     from ..pose.checkpoint import file_sha256
 
-    if not calibration:
-        # Measured on the dev suite (benchmarks/results/detector_accuracy_vnni.md), PETS09's small pedestrians at 960,
-        # MOTA / IDF1: fp32 71.7 / 75.1; int8 calibrated on these two photos of large people 62.3 / 60.7, calibrated
-        # on other street video (the MOT17 mini frames) 70.9 / 76.3.
-        log.warning("int8 detector calibrated on Ultralytics' two sample photos: its scores can drift on video "
-                    "unlike them (small or distant people); set detector.int8_calibration to a video or image "
-                    "folder like yours")
     source = str(Path(calibration).expanduser().resolve()) if calibration else "default-photos"
     key_text = f"{RECIPE_VERSION}|{file_sha256(onnx_path)}|{source}|{frame_count}|{input_size}"
     key = hashlib.sha1(key_text.encode()).hexdigest()[:12]
