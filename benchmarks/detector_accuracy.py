@@ -4,9 +4,9 @@ Each variant is a set of `--set` overrides (detector backend / precision / sched
 detector (backend, precision, calibration) and clip, cached under --cache-dir, and replayed through our pipeline
 (FlowTrack, detector keypoints) under the variant's detection schedule: the schedule decides which frames get the
 cached detections, exactly as Pipeline.step would call the detector. The "roi" schedule looks at parts of frames
-chosen from the tracks, so its variants run the detector itself on every frame instead. Scores per clip come from the tracker dev suite's loaders and scorers
-(benchmarks/tracker_suite.py): box MOTA / IDF1 for PETS09 and the MOT17 clips, plus pose mAP / MOTA on the synthetic
-clips that have pose truth.
+chosen from the tracks, so its variants run the detector itself on every frame instead. Scores per clip come from
+the tracker dev suite's loaders and scorers (benchmarks/tracker_suite.py): box MOTA / IDF1 for PETS09 and the MOT17
+clips, plus pose mAP / MOTA on the synthetic clips that have pose truth.
 
     python benchmarks/detector_accuracy.py --clips pets09 mot17 syn7 \
         --variant fp32: --variant int8:detector.precision=int8,detector.int8_calibration=DIR \

@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Callable, Dict, Optional, Tuple
 
+from .detection.schedule import run_detector
 from .structures import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class OnDemandDetector:
                     log.info("detector.input_size auto: %d for %dx%d frames", size, frame.width, frame.height)
                 detector = self._by_size[size] = self._build(size)
             self._detector, self.input_size = detector, size
-        return detector(frame) if regions is None else detector(frame, regions)
+        return run_detector(detector, frame, regions)
 
     @property
     def built(self):

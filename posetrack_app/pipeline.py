@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import TrackerConfig
-from .detection.schedule import UNDECIDED
+from .detection.schedule import UNDECIDED, run_detector
 from .structures import Detections, Frame, Tracks
 from .timing import SmoothedFps, StageTimer
 from .tracking.merge import merge_detections
@@ -104,7 +104,7 @@ class Pipeline:
         detected = self.schedule.should_detect(frame, self._frames_since_reset)
         if detected:
             with self.timer.stage("detect"):
-                detections = _detect(self.detector, frame, self.schedule.regions(frame, self._frames_since_reset))
+                detections = run_detector(self.detector, frame, self.schedule.regions(frame, self._frames_since_reset))
         else:
             detections = Detections.empty()
         return self._finish(frame, detections, detected)
@@ -134,14 +134,6 @@ class Pipeline:
             yield from _DetectAhead(self, worker).run(iter(frames))
 
 
-def _detect(detector, frame: Frame, regions: Optional[np.ndarray]) -> Detections:
-    """The detector on the whole frame, or around `regions` (a schedule's; detectors that take no regions are
-    called as before)."""
-    if regions is UNDECIDED:  # a schedule's answer at a frame's turn, after the frame before was tracked
-        raise RuntimeError(f"the detection schedule left frame {frame.index} undecided at its turn")
-    return detector(frame) if regions is None else detector(frame, regions)
-
-
 class _DetectAhead:
     """The overlapped loop of `Pipeline.run`.
 
@@ -163,7 +155,7 @@ class _DetectAhead:
         # returns host arrays, so its device work is done when it returns.
         clock = self.pipeline.timer.clock
         start = clock()
-        detections = _detect(self.pipeline.ahead_detector, frame, regions)
+        detections = run_detector(self.pipeline.ahead_detector, frame, regions)
         return detections, clock() - start
 
     def _launch(self, frame: Frame, frames_since_reset: int) -> Optional[Tuple[Future, Optional[np.ndarray]]]:
@@ -204,7 +196,7 @@ class _DetectAhead:
                     ahead = None
             if ahead is None and detected:
                 with timer.stage("detect"):
-                    detections = _detect(pipeline.detector, frame, regions)
+                    detections = run_detector(pipeline.detector, frame, regions)
             if not detected:
                 detections = Detections.empty()
             while len(pending) < pipeline.detect_ahead:

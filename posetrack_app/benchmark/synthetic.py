@@ -13,6 +13,7 @@ from typing import Callable, Iterator, List, Optional
 import cv2
 import numpy as np
 
+from ..detection.schedule import run_detector
 from ..ops.boxes import clip_boxes
 from ..skeleton import COCO17, Skeleton
 from ..structures import Detections, Frame
@@ -181,10 +182,8 @@ class SyntheticDetector:
         self.network = network
 
     def __call__(self, frame: Frame, regions=None) -> Detections:
-        if self.network is not None and regions is None:
-            self.network(frame)
-        elif self.network is not None:  # on the windows around the regions (detector.schedule=roi)
-            self.network(frame, regions)
+        if self.network is not None:  # the whole frame, or windows around the regions (detector.schedule=roi)
+            run_detector(self.network, frame, regions)
         return self.clip.detections(frame.index)
 
 

@@ -79,6 +79,14 @@ UNDECIDED = object()
 TIMES_KEPT = 32
 
 
+def run_detector(detector, frame: Frame, regions):
+    """`detector` on a schedule's answer for `frame`: the whole frame (regions None) as `detector(frame)`, so a
+    detector that takes no regions keeps working, or float [R, 4] image boxes as `detector(frame, regions)`."""
+    if regions is UNDECIDED:  # a schedule's answer at a frame's turn, after the frame before was tracked
+        raise RuntimeError(f"the detection schedule left frame {frame.index} undecided at its turn")
+    return detector(frame) if regions is None else detector(frame, regions)
+
+
 class RegionSchedule:
     """Detect on every frame, but on most frames only around the people already tracked:
     - the whole frame at a sequence's start, at the first frame of every `full_interval_s` seconds of source time
