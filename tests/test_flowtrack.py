@@ -302,8 +302,12 @@ def test_propagated_pose_never_displaces_a_detector_pose_of_the_same_person():
 @pytest.mark.parametrize("scores, reported", [
     ([0.36], [False]),                        # one detection under confirm_score (the bag on a paddle board): never
     ([0.36, None, 0.36], [False, False, False]),  # no two hits in a row: the tentative track is dropped at the miss
-    ([0.36, 0.36, 0.36], [False, True, True]),  # a second consecutive detection confirms it (ByteTrack's rule)
+    # Reported once its consecutive strong detections' scores add up to CONFIRM_SCORE_SUM (0.8): score by track.
+    ([0.45, 0.4], [False, True]),             # two averaging 0.4
     ([0.36, 0.7], [False, True]),
+    ([0.36, 0.36, 0.36], [False, False, True]),  # two weak ones are not enough (ByteTrack's rule would report 0.72)
+    ([0.3, 0.25, 0.25], [False, False, True]),  # three of the weakest that may start and continue a track: 0.8
+    ([0.36, 0.31, 0.11], [False, False, False]),  # MOT17-11's object: a weak third detection does not keep it
     ([0.36, 0.15], [False, False]),           # a weak detection (under detector.score_threshold) never confirms
     ([0.8], [True]),                          # first detection at or above confirm_score: reported at once
     ([0.27, 0.27], [False, False]),           # strong but under new_track_min_score: never starts a track
@@ -441,8 +445,9 @@ def test_carried_pose_continues_only_the_track_that_proposed_it():
 # ------------------------------------------------------------------ weak detections: the second round
 
 @pytest.mark.parametrize("scores_a, scores_b, expected", [
-    # A starts weak at frame 0 and is confirmed at frame 1; B is strong from frame 0: B is reported first and gets 1.
-    ([0.36, 0.36, 0.9], [0.9, 0.9, 0.9], [{"b": 1}, {"b": 1, "a": 2}, {"b": 1, "a": 2}]),
+    # A starts weak at frame 0 and is confirmed at frame 1 (0.36 + 0.45 >= CONFIRM_SCORE_SUM); B is strong from frame
+    # 0: B is reported first and gets 1.
+    ([0.36, 0.45, 0.9], [0.9, 0.9, 0.9], [{"b": 1}, {"b": 1, "a": 2}, {"b": 1, "a": 2}]),
     # A's first track dies unreported (one weak hit, then a miss) and uses up no id: A, first reported at frame 2,
     # gets 2, not 3.
     ([0.36, None, 0.9], [0.9, 0.9, 0.9], [{"b": 1}, {"b": 1}, {"b": 1, "a": 2}]),
