@@ -10,6 +10,9 @@ size detector.input_size=auto picks for each clip's frame size).
     python benchmarks/compare_trackers.py --sizes auto 640 --noise-seeds 16 \
         --out benchmarks/results/compare_trackers_noise.md
 
+Each clip and size also gets a "detector alone" row: every detection at detector.score_threshold, untracked
+(precision and recall only), and the summary says where FlowTrack's fall more than a point under it.
+
 --noise-seeds N also runs every row on N copies of the detections with int8-sized noise
 (tracker_suite.perturbed) and reports each score's median and range over them: how far one run can be trusted.
 
@@ -31,13 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from posetrack_app.config import load_config, to_dict  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
-from tracker_suite import OURS, PEERS, cached_detections, load_clips, perturbed, run_tracker, score  # noqa: E402
+from tracker_suite import (OURS, PEERS, cached_detections, detector_alone_scores, load_clips, perturbed,  # noqa: E402
+                           run_tracker, score)
 
 log = logging.getLogger("compare_trackers")
 DEFAULT_CLIPS = ["pets09", "mot17", "syn7", "syn25", "syn30"]
 BOX_COLUMNS = ["MOTA", "IDF1", "IDSW", "FP", "FN", "Prec", "Rec"]
 POSE_COLUMNS = ["pose mAP", "pose MOTA"]
 NOISE_COLUMNS = ["MOTA", "IDF1", "IDSW", *POSE_COLUMNS]
+# The row of every detection at detector.score_threshold, untracked (precision and recall only; tracker_suite.py).
+DETECTOR_ALONE = "detector alone"
 
 
 def resolve_size(size: str, clip) -> int:
@@ -66,7 +72,8 @@ def summary(rows: List[dict], trackers: List[str]) -> str:
     a point under the IoU tracker's (the issue's 'never worse than the detector alone' check)."""
     lines = []
     for size in dict.fromkeys(r["size_label"] for r in rows):
-        sel = [r for r in rows if r["size_label"] == size]
+        alone = {r["clip"]: r["scores"] for r in rows if r["size_label"] == size and r["tracker"] == DETECTOR_ALONE}
+        sel = [r for r in rows if r["size_label"] == size and r["tracker"] != DETECTOR_ALONE]
         lines += [f"### size {size}: mean over clips", "",
                   "| tracker | MOTA | IDF1 | IDSW (sum) | Prec | Rec | pose mAP | pose MOTA | clips won (MOTA+IDF1) |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -94,7 +101,29 @@ def summary(rows: List[dict], trackers: List[str]) -> str:
                         worse.append(f"{clip} {column} {gap:+.1f}")
             lines += ["", "FlowTrack precision / recall more than 1 point under the IoU tracker's: "
                       + (", ".join(worse) if worse else "none"), ""]
+        if alone and "flowtrack" in trackers:
+            by_tracker = {t: {r["clip"]: r["scores"] for r in sel if r["tracker"] == t} for t in trackers}
+            lines += [_against_detector_alone(alone, by_tracker), ""]
     return "\n".join(lines)
+
+
+def _against_detector_alone(alone: Dict[str, dict], by_tracker: Dict[str, Dict[str, dict]]) -> str:
+    """Per clip, precision / recall of the detector alone and of each tracker, and where FlowTrack falls more than a
+    point under the detector alone."""
+    names = list(by_tracker)
+    lines = [f"The {DETECTOR_ALONE} (every detection at detector.score_threshold, untracked) and the trackers, "
+             "precision / recall:", "", "| clip | detector alone | " + " | ".join(names) + " |",
+             "|" + "---|" * (2 + len(names))]
+    worse = []
+    for clip, theirs in alone.items():
+        cells = [f"{_cell(by_tracker[t][clip]['Prec'])} / {_cell(by_tracker[t][clip]['Rec'])}" for t in names]
+        lines.append(f"| {clip} | {_cell(theirs['Prec'])} / {_cell(theirs['Rec'])} | " + " | ".join(cells) + " |")
+        for column in ("Prec", "Rec"):
+            gap = by_tracker["flowtrack"][clip][column] - theirs[column]
+            if gap < -1.0:  # False for NaN
+                worse.append(f"{clip} {column} {gap:+.1f}")
+    return "\n".join(lines + ["", "FlowTrack precision / recall more than 1 point under the detector alone's: "
+                               + (", ".join(worse) if worse else "none")])
 
 
 def noise_spread(scores: List[Dict[str, float]]) -> dict:
@@ -168,6 +197,9 @@ def main(argv=None) -> int:
         results: Dict[tuple, dict] = {}
         for size_label in args.sizes:
             size = resolve_size(size_label, clip)
+            rows.append({"clip": clip.name, "fps": clip.fps, "size": size, "size_label": size_label,
+                         "tracker": DETECTOR_ALONE,
+                         "scores": detector_alone_scores(base, clip, cached_detections(clip, size, cache)[0])})
             for tracker in args.trackers:
                 if (size, tracker) not in results:
                     detections, _ = cached_detections(clip, size, cache)

@@ -311,6 +311,21 @@ def run_peer(name: str, clip: Clip, detections: List[Detections]) -> RunOutput:
     return RunOutput(_mot_frames(out), out, seconds)
 
 
+def detector_alone_scores(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> Dict[str, float]:
+    """FP, FN, precision and recall of the detector alone: every detection at detector.score_threshold reported as
+    it is, in every frame, without a tracker (what issue 12's "never worse than the detector alone" compares with).
+    Each box is its own identity, so MOTA, IDF1 and ID switches mean nothing here and are left out."""
+    out: MotFrames = {}
+    next_id = 1
+    for i, d in enumerate(above(detections, cfg.detector.score_threshold)):
+        if len(d):
+            ids = np.arange(next_id, next_id + len(d))
+            out[i + 1] = (ids, xyxy_to_xywh(d.boxes_xyxy), np.ones(len(d), np.float32))
+            next_id += len(d)
+    scores = box_scores(clip, out)
+    return {k: scores[k] for k in ("FP", "FN", "Prec", "Rec")}
+
+
 def run_tracker(name: str, cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOutput:
     if name in OURS:
         return run_ours(replace(cfg, **{"tracker.kind": name}), clip, detections)
@@ -324,18 +339,23 @@ def run_tracker(name: str, cfg: AppConfig, clip: Clip, detections: List[Detectio
 def score(clip: Clip, run: RunOutput, frames: Optional[Callable[[int], bool]] = None) -> Dict[str, float]:
     """{MOTA, IDF1, IDSW, FP, FN, Prec, Rec} in % / counts; plus pose mAP, pose MOTA, pose Prec/Rec when the clip
     has pose truth. `frames`: keep only the 1-based frames it accepts."""
-    gt, pred = clip.gt, run.mot
+    out = box_scores(clip, run.mot, frames)
+    if clip.pose_gt is not None and frames is None:
+        out.update(pose_scores(clip, run))
+    return out
+
+
+def box_scores(clip: Clip, pred: MotFrames, frames: Optional[Callable[[int], bool]] = None) -> Dict[str, float]:
+    """{MOTA, IDF1, IDSW, FP, FN, Prec, Rec} of the MOT frames `pred` against the clip's box truth."""
+    gt = clip.gt
     if frames is not None:
         gt = {f: v for f, v in gt.items() if frames(f)}
         pred = {f: v for f, v in pred.items() if frames(f)}
     r = evaluate_mot(gt, pred)
     # Precision is undefined for a tracker that reported nothing (motmetrics then says 0).
     precision = 100 * r.precision if r.num_pred_boxes else float("nan")
-    out = {"MOTA": 100 * r.mota, "IDF1": 100 * r.idf1, "IDSW": r.id_switches, "FP": r.false_positives,
-           "FN": r.false_negatives, "Prec": precision, "Rec": 100 * r.recall}
-    if clip.pose_gt is not None and frames is None:
-        out.update(pose_scores(clip, run))
-    return out
+    return {"MOTA": 100 * r.mota, "IDF1": 100 * r.idf1, "IDSW": r.id_switches, "FP": r.false_positives,
+            "FN": r.false_negatives, "Prec": precision, "Rec": 100 * r.recall}
 
 
 def _without_non_targets(tracks: Tracks, gt_frame) -> Tracks:
