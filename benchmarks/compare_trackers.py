@@ -92,20 +92,23 @@ def summary(rows: List[dict], trackers: List[str]) -> str:
             cells += [f"{np.mean([s[c] for s in pose]):.1f}" if pose else "" for c in POSE_COLUMNS]
             cells.append(str(sum(b == tracker for b in best.values())))
             lines.append(f"| {tracker} | " + " | ".join(cells) + " |")
+        by_tracker = {t: {r["clip"]: r["scores"] for r in sel if r["tracker"] == t} for t in trackers}
         if "flowtrack" in trackers and "iou" in trackers:
-            worse = []
-            for clip in clips:
-                here = {r["tracker"]: r["scores"] for r in sel if r["clip"] == clip}
-                for column in ("Prec", "Rec"):
-                    gap = here["flowtrack"][column] - here["iou"][column]
-                    if gap < -1.0:  # False for NaN (a precision of nothing reported)
-                        worse.append(f"{clip} {column} {gap:+.1f}")
-            lines += ["", "FlowTrack precision / recall more than 1 point under the IoU tracker's: "
-                      + (", ".join(worse) if worse else "none"), ""]
+            lines += ["", _points_under(by_tracker["flowtrack"], by_tracker["iou"], "the IoU tracker's"), ""]
         if alone and "flowtrack" in trackers:
-            by_tracker = {t: {r["clip"]: r["scores"] for r in sel if r["tracker"] == t} for t in trackers}
             lines += [_against_detector_alone(alone, by_tracker), ""]
     return "\n".join(lines)
+
+
+def _points_under(flowtrack: Dict[str, dict], other: Dict[str, dict], whose: str) -> str:
+    """The line naming each clip where FlowTrack's precision or recall is more than a point under `other`'s."""
+    worse = []
+    for clip, theirs in other.items():
+        for column in ("Prec", "Rec"):
+            gap = flowtrack[clip][column] - theirs[column]
+            if gap < -1.0:  # False for NaN (a precision of nothing reported)
+                worse.append(f"{clip} {column} {gap:+.1f}")
+    return f"FlowTrack precision / recall more than 1 point under {whose}: " + (", ".join(worse) or "none")
 
 
 def _against_detector_alone(alone: Dict[str, dict], by_tracker: Dict[str, Dict[str, dict]]) -> str:
@@ -115,16 +118,10 @@ def _against_detector_alone(alone: Dict[str, dict], by_tracker: Dict[str, Dict[s
     lines = [f"The {DETECTOR_ALONE} (every detection at detector.score_threshold, untracked) and the trackers, "
              "precision / recall:", "", "| clip | detector alone | " + " | ".join(names) + " |",
              "|" + "---|" * (2 + len(names))]
-    worse = []
     for clip, theirs in alone.items():
         cells = [f"{_cell(by_tracker[t][clip]['Prec'])} / {_cell(by_tracker[t][clip]['Rec'])}" for t in names]
         lines.append(f"| {clip} | {_cell(theirs['Prec'])} / {_cell(theirs['Rec'])} | " + " | ".join(cells) + " |")
-        for column in ("Prec", "Rec"):
-            gap = by_tracker["flowtrack"][clip][column] - theirs[column]
-            if gap < -1.0:  # False for NaN
-                worse.append(f"{clip} {column} {gap:+.1f}")
-    return "\n".join(lines + ["", "FlowTrack precision / recall more than 1 point under the detector alone's: "
-                               + (", ".join(worse) if worse else "none")])
+    return "\n".join(lines + ["", _points_under(by_tracker["flowtrack"], alone, "the detector alone's")])
 
 
 def noise_spread(scores: List[Dict[str, float]]) -> dict:
