@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -241,11 +241,13 @@ class ReplayDetector:
 
 
 def _mot_frames(tracks_per_frame: List[Tracks]) -> MotFrames:
-    out: MotFrames = {}
-    for i, tracks in enumerate(tracks_per_frame):
-        if len(tracks):
-            out[i + 1] = (tracks.track_ids, xyxy_to_xywh(tracks.poses.boxes_xyxy), np.ones(len(tracks), np.float32))
-    return out
+    return _to_mot((tracks.track_ids, tracks.poses.boxes_xyxy) for tracks in tracks_per_frame)
+
+
+def _to_mot(frames: Iterable[Tuple[np.ndarray, np.ndarray]]) -> MotFrames:
+    """MOT frames (1-based) of per-frame (ids [N], boxes xyxy [N, 4]); frames without a box are left out."""
+    return {i + 1: (ids, xyxy_to_xywh(boxes), np.ones(len(ids), np.float32))
+            for i, (ids, boxes) in enumerate(frames) if len(ids)}
 
 
 def run_ours(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOutput:
@@ -315,14 +317,10 @@ def detector_alone_scores(cfg: AppConfig, clip: Clip, detections: List[Detection
     """FP, FN, precision and recall of the detector alone: every detection at detector.score_threshold reported as
     it is, in every frame, without a tracker (what issue 12's "never worse than the detector alone" compares with).
     Each box is its own identity, so MOTA, IDF1 and ID switches mean nothing here and are left out."""
-    out: MotFrames = {}
-    next_id = 1
-    for i, d in enumerate(above(detections, cfg.detector.score_threshold)):
-        if len(d):
-            ids = np.arange(next_id, next_id + len(d))
-            out[i + 1] = (ids, xyxy_to_xywh(d.boxes_xyxy), np.ones(len(d), np.float32))
-            next_id += len(d)
-    scores = box_scores(clip, out)
+    kept = above(detections, cfg.detector.score_threshold)
+    first_ids = np.cumsum([1] + [len(d) for d in kept])
+    scores = box_scores(clip, _to_mot((np.arange(first, first + len(d)), d.boxes_xyxy)
+                                      for first, d in zip(first_ids, kept)))
     return {k: scores[k] for k in ("FP", "FN", "Prec", "Rec")}
 
 
