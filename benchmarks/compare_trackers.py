@@ -35,10 +35,9 @@ from posetrack_app.config import load_config, to_dict  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write, write_json_atomic  # noqa: E402
 from tracker_suite import (OURS, PEERS, cached_detections, detector_alone_scores, load_clips, perturbed,  # noqa: E402
-                           run_tracker, score)
+                           run_tracker, score, suite_clips)
 
 log = logging.getLogger("compare_trackers")
-DEFAULT_CLIPS = ["pets09", "mot17", "syn7", "syn25", "syn30"]
 BOX_COLUMNS = ["MOTA", "IDF1", "IDSW", "FP", "FN", "Prec", "Rec"]
 POSE_COLUMNS = ["pose mAP", "pose MOTA"]
 NOISE_COLUMNS = ["MOTA", "IDF1", "IDSW", *POSE_COLUMNS]
@@ -172,8 +171,8 @@ def _rows_from_json(path: Path) -> List[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", nargs="+", default=DEFAULT_CLIPS,
-                        help="pets09, mot17 (all seven), MOT17-xx-FRCNN, syn7, syn25, syn30")
+    parser.add_argument("--clips", nargs="+", default=suite_clips(),
+                        help=f"pets09, mot17 (all seven), MOT17-xx-FRCNN, {', '.join(suite_clips()[2:])}")
     parser.add_argument("--sizes", nargs="+", default=["640", "960", "auto"])
     parser.add_argument("--trackers", nargs="+", default=[*OURS, *PEERS])
     parser.add_argument("--config", help="YAML preset for our pipeline")

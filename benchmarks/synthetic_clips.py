@@ -9,7 +9,10 @@ trackers are fed. Background: the PETS09 scene with its people removed (the per-
 Each clip is deterministic (seeded): people walk on straight lines across the frame at 0.5-0.9 body heights per
 second (a walking pace), in both directions and at several depths, so they cross and hide each other; a pillar
 hides whoever walks behind it. Nearer people (lower feet) are larger and drawn in front. The same scene in seconds
-is sampled at 7, 25 or 30 fps, so per-frame motion differs while the scene does not.
+is sampled at 7, 25 or 30 fps, so per-frame motion differs while the scene does not. The cameras of syn7, syn25 and
+syn30 are static; syn25pan's pans back and forth and shakes (ClipSpec.pan, .shake), so every person's image motion
+is theirs plus the camera's, as in hand-held pose-tracking video. People, pillar and background all move with the
+view; the background beyond the scene's edge is its mirror image.
 
 Truth per frame and person: box (the mapped detector box, clipped to the frame) and joints; the fraction of the box
 not covered by people in front or the pillar is its visibility. A person at least 30% visible is a target (box
@@ -69,13 +72,23 @@ class ClipSpec:
     people: int
     seed: int
     pillar: bool = True
+    # A moving camera (0 = static): the view pans back and forth over the scene by up to `pan` frame widths, one
+    # sweep each way per PAN_PERIOD_S, and shakes like a hand-held camera by up to `shake` frame heights.
+    pan: float = 0.0
+    shake: float = 0.0
 
 
 SYNTHETIC_CLIPS: Dict[str, ClipSpec] = {
     "syn7": ClipSpec(fps=7.0, duration_s=20.0, size_wh=(960, 540), people=7, seed=7),
     "syn25": ClipSpec(fps=25.0, duration_s=10.0, size_wh=(640, 480), people=6, seed=25),
     "syn30": ClipSpec(fps=30.0, duration_s=8.0, size_wh=(960, 540), people=7, seed=30),
+    # A hand-held camera following the action (the other clips' cameras are static, and the moving-camera MOT17
+    # clips last 4-8 frames): image motion is the people's plus the camera's.
+    "syn25pan": ClipSpec(fps=25.0, duration_s=8.0, size_wh=(960, 540), people=6, seed=26, pan=0.15, shake=0.01),
 }
+# One sweep of the pan each way takes this long; the shake mixes two hand tremors (Hz) on each axis.
+PAN_PERIOD_S = 6.0
+SHAKE_HZ = ((1.3, 2.9), (1.1, 2.3))
 GENERATOR_VERSION = 1
 # Ground truth only (the frames, and so the cached detections, are unchanged): 2 = bystanders inside sprites ignored.
 TRUTH_VERSION = 2
@@ -200,6 +213,15 @@ def _walkers(spec: ClipSpec, sprites: List[Sprite]):
     return walkers
 
 
+def _camera_offset(spec: ClipSpec, t: float) -> np.ndarray:
+    """(x, y) pixels of the scene at the view's top-left corner at time `t` (0, 0 for a static camera)."""
+    w, h = spec.size_wh
+    x = spec.pan * w * np.sin(2 * np.pi * t / (2 * PAN_PERIOD_S))
+    shake = [0.5 * spec.shake * h * sum(np.sin(2 * np.pi * hz * t + axis + k) for k, hz in enumerate(tremors))
+             for axis, tremors in enumerate(SHAKE_HZ)]
+    return np.array([x + shake[0], shake[1]], np.float32)
+
+
 def _pillar(spec: ClipSpec):
     w, h = spec.size_wh
     return np.array([0.55 * w, 0.25 * h, 0.55 * w + 0.06 * w, h], np.float32) if spec.pillar else None
@@ -220,7 +242,12 @@ def render_clip(name: str, cache_dir: Path) -> Clip:
     frames, gt, pose_frames = [], {}, []
     for i in range(n_frames):
         t = i / spec.fps
-        image = background.copy()
+        cam_x, cam_y = _camera_offset(spec, t)
+        if spec.pan or spec.shake:  # the background outside the scene is its mirror image
+            image = cv2.warpAffine(background, np.float32([[1, 0, -cam_x], [0, 1, -cam_y]]), (w, h),
+                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        else:
+            image = background.copy()
         owner = np.full((h, w), -1, np.int32)
         placed = []
         for index, wk in enumerate(walkers):
@@ -229,7 +256,8 @@ def render_clip(name: str, cache_dir: Path) -> Clip:
             sprite = sprites[wk["sprite"]]
             scale = wk["height"] / sprite.image.shape[0]
             cx = wk["start_x"] + wk["speed"] * (t - wk["start_s"])
-            x0, y0 = cx - 0.5 * sprite.image.shape[1] * scale, wk["feet_y"] - wk["height"]
+            x0 = cx - 0.5 * sprite.image.shape[1] * scale - cam_x
+            y0 = wk["feet_y"] - wk["height"] - cam_y
             placed.append((wk["feet_y"], index, sprite, scale, x0, y0))
         for _, index, sprite, scale, x0, y0 in sorted(placed, key=lambda p: p[0]):  # far ones first
             # Sub-pixel paste by an affine warp, so motion is continuous at every frame rate.
@@ -240,7 +268,8 @@ def render_clip(name: str, cache_dir: Path) -> Clip:
             image[mask] = warped[mask]
             owner[mask] = index
         if pillar is not None:
-            px1, py1, px2, py2 = pillar.astype(int)
+            px1, py1, px2, _ = (pillar - np.array([cam_x, cam_y, cam_x, cam_y])).astype(int)
+            px1, py1, py2 = max(px1, 0), max(py1, 0), h  # it stands on the ground below the view
             image[py1:py2, px1:px2] = (70, 75, 80)
             owner[py1:py2, px1:px2] = -2
         frames.append(image)

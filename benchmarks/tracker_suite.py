@@ -4,6 +4,7 @@ Clips (every one with ground-truth boxes and ids; the synthetic ones also with p
     pets09            ../shared/data/pets09_s2l1/vtest.avi, 768x576, 7 fps, 795 frames, tiny pedestrians
     MOT17-xx          the seven ../shared/data/mot17_mini clips, 4-8 frames each, 1920x1080 / 640x480, 14-30 fps
     syn7, syn25, syn30  synthetic crossings (benchmarks/synthetic_clips.py) at 7, 25 and 30 fps, exact truth
+    syn25pan          the same kind of scene, 960x540 at 25 fps, seen by a panning, shaking hand-held camera
 
 Detections come from our YOLO11n-pose detector (posetrack_app.build.build_detector) at a score threshold of 0.1,
 cached per clip and input size as .npz under the cache folder, so tracker experiments replay them. Our pipeline
@@ -131,6 +132,13 @@ def load_mot17(name: str) -> Clip:
 
 def mot17_names() -> List[str]:
     return sorted(p.name for p in (shared_data() / "mot17_mini").iterdir() if (p / "gt" / "gt.txt").is_file())
+
+
+def suite_clips() -> List[str]:
+    """The dev suite's clip names: PETS09, the seven MOT17 clips (as "mot17") and every synthetic clip."""
+    from synthetic_clips import SYNTHETIC_CLIPS
+
+    return ["pets09", "mot17", *SYNTHETIC_CLIPS]
 
 
 def load_clips(names: List[str], cache_dir: Path) -> List[Clip]:

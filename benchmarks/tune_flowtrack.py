@@ -3,7 +3,7 @@
 Every candidate setting runs FlowTrack on every clip of the suite (benchmarks/tracker_suite.py) at the detector
 size detector.input_size=auto picks for it. A clip's score is the mean of its MOTA and IDF1, and, on the synthetic
 clips that have pose truth, also its pose MOTA and pose mAP. Clips are grouped (pets09; the seven MOT17 mini clips,
-each 4-8 frames, as one group; syn7; syn25; syn30); the suite score is the mean over groups of the group's mean.
+each 4-8 frames, as one group; each synthetic clip alone); the suite score is the mean over groups of the group's mean.
 
 Leave-one-group-out: for each group, the candidate with the best suite score on the other groups is chosen, and
 scored on the group left out. The gap (fitted score on the other groups minus the left-out score) and the regret
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from posetrack_app.config import load_config, to_dict  # noqa: E402
 from posetrack_app.input_size import auto_input_size  # noqa: E402
 from posetrack_app.io.atomic import atomic_write  # noqa: E402
-from tracker_suite import cached_detections, load_clips, run_tracker, score  # noqa: E402
+from tracker_suite import cached_detections, load_clips, run_tracker, score, suite_clips  # noqa: E402
 
 # Searched fields ("tracker.flow." implied unless the name has a section) and their grids.
 GRID = {
@@ -51,7 +51,6 @@ GRID = {
     "box_flow_weight": [0.0, 0.3],
     "tracker.box_merge_iou_threshold": [0.5, 0.7],
 }
-CLIPS = ["pets09", "mot17", "syn7", "syn25", "syn30"]
 log = logging.getLogger("tune_flowtrack")
 _shared: dict = {}  # filled before the worker pool forks: clips and their detections
 
@@ -163,7 +162,7 @@ def load_suite(names: List[str], cache: Path) -> Dict[str, List[str]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", nargs="+", default=CLIPS)
+    parser.add_argument("--clips", nargs="+", default=suite_clips())
     parser.add_argument("--random", type=int, default=0, help="random grid points besides the one-field sweeps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
