@@ -14,7 +14,8 @@ Each clip and size also gets a "detector alone" row: every detection at detector
 (precision and recall only), and the summary says where FlowTrack's fall more than a point under it.
 
 --noise-seeds N also runs every row on N copies of the detections with int8-sized noise
-(tracker_suite.perturbed) and reports each score's median and range over them: how far one run can be trusted.
+(tracker_suite.perturbed) and reports each score's median and range over them: how far one run can be trusted. The
+precision / recall check against the IoU tracker is repeated on the medians.
 
 On a 2-core CPU the first run spends most of its time in the detector (cached in --cache-dir afterwards).
 """
@@ -41,6 +42,8 @@ log = logging.getLogger("compare_trackers")
 BOX_COLUMNS = ["MOTA", "IDF1", "IDSW", "FP", "FN", "Prec", "Rec"]
 POSE_COLUMNS = ["pose mAP", "pose MOTA"]
 NOISE_COLUMNS = ["MOTA", "IDF1", "IDSW", *POSE_COLUMNS]
+# Kept over the noisy runs besides the table's columns: the summary checks FlowTrack's precision / recall medians too.
+NOISE_KEPT = [*NOISE_COLUMNS, "Prec", "Rec"]
 # The row of every detection at detector.score_threshold, untracked (precision and recall only; tracker_suite.py).
 DETECTOR_ALONE = "detector alone"
 
@@ -124,8 +127,9 @@ def _against_detector_alone(alone: Dict[str, dict], by_tracker: Dict[str, Dict[s
 
 
 def noise_spread(scores: List[Dict[str, float]]) -> dict:
-    """Median, min and max of each NOISE_COLUMNS score over the noisy runs."""
-    columns = [c for c in NOISE_COLUMNS if c in scores[0]]
+    """Median, min and max of each NOISE_KEPT score over the noisy runs (a precision is NaN in a run that reported
+    nobody, and so is its median then)."""
+    columns = [c for c in NOISE_KEPT if c in scores[0]]
     values = {c: np.array([s[c] for s in scores], float) for c in columns}
     return {"seeds": len(scores), **{name: {c: float(f(v)) for c, v in values.items()}
                                      for name, f in (("median", np.median), ("min", np.min), ("max", np.max))}}
@@ -155,6 +159,10 @@ def format_noise(rows: List[dict], trackers: List[str]) -> str:
                 values = [m[c] for m in mine if c in m]
                 cells.append(f"{np.mean(values):.2f}" if values else "")
             lines.append(f"| {tracker} | " + " | ".join(cells) + " |")
+        medians = {t: {r["clip"]: r["noise"]["median"] for r in rows if r["size_label"] == size and r["tracker"] == t}
+                   for t in ("flowtrack", "iou")}
+        if all(medians.values()) and all("Prec" in m for m in medians["iou"].values()):
+            lines += ["", _points_under(medians["flowtrack"], medians["iou"], "the IoU tracker's, on the medians")]
     return "\n".join(lines) + "\n"
 
 

@@ -68,3 +68,19 @@ def test_summary_says_where_flowtrack_falls_under_the_detector_alone(flowtrack, 
     assert f"FlowTrack precision / recall more than 1 point under the detector alone's: {flagged}" in text
     # the untracked row is not a tracker: it is in no mean and wins no clip
     assert "| detector alone |" not in text.split("The detector alone")[0]
+
+
+@pytest.mark.parametrize("flowtrack_runs, flagged", [
+    # one noisy copy 5 points under is not the median: the median is what the check reads
+    ([(95.0, 80.0), (90.0, 80.0), (95.0, 80.0)], "none"),
+    ([(93.0, 80.0), (93.5, 80.0), (95.0, 80.0)], "toy Prec -1.5"),
+    ([(95.0, 78.0), (95.0, 78.0), (95.0, 81.0)], "toy Rec -2.0"),
+])
+def test_noise_summary_checks_flowtrack_against_the_iou_tracker_on_the_medians(flowtrack_runs, flagged):
+    def noisy(tracker, runs):
+        scores = [{"MOTA": 50.0, "IDF1": 50.0, "IDSW": 0, "Prec": p, "Rec": r} for p, r in runs]
+        return {**_row(tracker, Prec=95.0, Rec=80.0), "noise": compare_trackers.noise_spread(scores)}
+
+    rows = [noisy("iou", [(95.0, 80.0)] * 3), noisy("flowtrack", flowtrack_runs)]
+    text = compare_trackers.format_noise(rows, ["iou", "flowtrack"])
+    assert f"more than 1 point under the IoU tracker's, on the medians: {flagged}" in text
