@@ -247,8 +247,8 @@ class FlowTrackConfig(_Validated):
     # the detections 73.2 for both at size auto, 60.2 and 60.1 at 640), but lets a mislocalized detection
     # continue a track whose flow-propagated box was on the person: on MOT17-10 a 0.36 box 35 px beside a person
     # matched them at OKS 0.10 and put FlowTrack's precision 3.4 points under the IoU tracker's (issue 12: never
-    # worse than the detector alone). 0.15 rejects it in 7 of the 8 noisy copies (0.05: 3). 0.3: 72.2 (PETS09
-    # -6.9, the hand-held clip -2.0).
+    # worse than the detector alone). With 0.15 MOT17-10's precision is the IoU tracker's 100 in 7 of the 8 noisy
+    # copies, with 0.05 in 3. 0.3: 72.2 (PETS09 -6.9, the hand-held clip -2.0).
     match_oks_threshold: float = ranged(0.15, **UNIT)
     # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. Detector poses go
     # first, so a propagated pose never displaces a detected one. 0.5: 73.8 (syn7 +0.3, the hand-held clip -0.3;
