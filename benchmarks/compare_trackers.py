@@ -199,23 +199,23 @@ def main(argv=None) -> int:
     base = load_config(args.config, args.overrides)
     rows: List[dict] = [] if not args.from_json else _rows_from_json(Path(args.from_json))
     for clip in ([] if args.from_json else load_clips(args.clips, cache)):
-        results: Dict[tuple, dict] = {}
+        results: Dict[int, Dict[str, dict]] = {}  # size -> row name -> scores (and noise)
         for size_label in args.sizes:
             size = resolve_size(size_label, clip)
-            detections, _ = cached_detections(clip, size, cache)
-            rows.append({"clip": clip.name, "fps": clip.fps, "size": size, "size_label": size_label,
-                         "tracker": DETECTOR_ALONE, "scores": detector_alone_scores(base, clip, detections)})
-            for tracker in args.trackers:
-                if (size, tracker) not in results:
-                    results[size, tracker] = {"scores": score(clip, run_tracker(tracker, base, clip, detections))}
+            if size not in results:  # a label naming a size already run (auto = 960) reuses its rows
+                detections, _ = cached_detections(clip, size, cache)
+                here = results[size] = {DETECTOR_ALONE: {"scores": detector_alone_scores(base, clip, detections)}}
+                for tracker in args.trackers:
+                    here[tracker] = {"scores": score(clip, run_tracker(tracker, base, clip, detections))}
                     log.info("%s %d %s: %s", clip.name, size, tracker,
-                             " ".join(f"{k} {_cell(v)}" for k, v in results[size, tracker]["scores"].items()))
+                             " ".join(f"{k} {_cell(v)}" for k, v in here[tracker]["scores"].items()))
                     if args.noise_seeds > 0:
                         noisy = [score(clip, run_tracker(tracker, base, clip, perturbed(detections, seed)))
                                  for seed in range(args.noise_seeds)]
-                        results[size, tracker]["noise"] = noise_spread(noisy)
+                        here[tracker]["noise"] = noise_spread(noisy)
+            for name in (DETECTOR_ALONE, *args.trackers):
                 rows.append({"clip": clip.name, "fps": clip.fps, "size": size, "size_label": size_label,
-                             "tracker": tracker, **results[size, tracker]})
+                             "tracker": name, **results[size][name]})
     table = format_table(rows)
     text = table + "\n\n" + summary(rows, args.trackers)
     noise = format_noise(rows, args.trackers)
