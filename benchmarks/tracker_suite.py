@@ -38,6 +38,7 @@ from posetrack_app.evaluation.mot import MotFrames, evaluate_mot, load_mot_file
 from posetrack_app.ops.boxes import xyxy_to_xywh
 from posetrack_app.pipeline import Pipeline
 from posetrack_app.structures import Detections, Frame, Poses, Tracks
+from posetrack_app.tracking.backfill import Backfill
 
 log = logging.getLogger("tracker_suite")
 
@@ -259,7 +260,8 @@ def _to_mot(frames: Iterable[Tuple[np.ndarray, np.ndarray]]) -> MotFrames:
 
 
 def run_ours(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOutput:
-    """Our pipeline (detector replayed, detector-keypoint poses) over the clip at the clip's frame rate."""
+    """Our pipeline (detector replayed, detector-keypoint poses) over the clip at the clip's frame rate; the tracks
+    as an output file holds them (a track confirmed late gets its first frames back, tracking/backfill.py)."""
     cfg = replace(cfg, **{"pose.model": "detector"})
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
@@ -271,9 +273,12 @@ def run_ours(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOut
     pipe = Pipeline(replay, pose_stage, tracker, detect_every=cfg.detector.detect_every,
                     box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold)
     pipe.reset()
+    backfill = Backfill()  # scored as the output files hold it
     out, start = [], time.perf_counter()
     for i, image in enumerate(clip.frames):
-        out.append(pipe.step(Frame(i, image, i / clip.fps)))
+        frame = Frame(i, image, i / clip.fps)
+        out += [tracks for _, tracks, _ in backfill.push(frame, pipe.step(frame))]
+    out += [tracks for _, tracks, _ in backfill.flush()]
     seconds = (time.perf_counter() - start) / len(clip.frames)
     return RunOutput(_mot_frames(out), out, seconds)
 

@@ -309,7 +309,9 @@ class PoseTracker:
         Files are read in full, every frame; live sources always give the newest frame (those the pipeline had
         no time for are dropped) and reconnect after a dropped connection (source.reconnect_timeout_s).
         out_*: files written while you iterate (as `posetrack track` writes them: the annotated video, JSON
-        Lines, CSV, MOTChallenge boxes, PoseTrack 2018), atomically: they appear complete when the run ends.
+        Lines, CSV, MOTChallenge boxes, PoseTrack 2018), atomically: they appear complete when the run ends. A
+        person whom FlowTrack confirms after their first frames is in the files from their first frame; the
+        iteration gives each frame as it was decided (tracking/backfill.py).
         show: a live window (q ends the run). Starts a new sequence (reset()).
         """
         outputs = dict(video=out_video, jsonl=out_json, csv=out_csv, mot=out_mot, posetrack=out_posetrack)

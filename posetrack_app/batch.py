@@ -41,6 +41,7 @@ from .io.sources import (DEFAULT_FOLDER_FPS, IMAGE_SUFFIXES, DamagedFrames, chec
 from .onnx_providers import CUDA_PROVIDER
 from .posetrack_layout import prediction_template, tracks_to_persons, with_persons
 from .structures import Frame
+from .tracking.backfill import Backfill
 
 log = logging.getLogger(__name__)
 
@@ -159,21 +160,28 @@ def predict_sequence(job: SequenceJob, pipeline, output_cfg: PoseTrackOutputConf
                         f"(first: {missing[0]})")
     pipeline.reset()
     persons = [[] for _ in gt.frames]
+    backfill = Backfill()  # a track confirmed late is written in its first frames too
+
+    def write(ready) -> None:
+        for _, tracks, name in ready:
+            targets = gt_frames_of.get(name)
+            if targets:
+                frame_persons = tracks_to_persons(tracks, pipeline.skeleton, output_cfg.keypoint_score_threshold,
+                                                  output_cfg.head_rule)
+                for target in targets:
+                    persons[target] = frame_persons
+
     for index, path in enumerate(images):
         try:
             image = read_image(path)
         except DamagedFrameError as exc:
             damage.report(f"sequence {job.name}, frame {index}: {exc}")
             continue
-        tracks = pipeline.step(Frame(index, image, index * frame_interval_s))
-        targets = gt_frames_of.get(path.name)
-        if targets:
-            frame_persons = tracks_to_persons(tracks, pipeline.skeleton, output_cfg.keypoint_score_threshold,
-                                              output_cfg.head_rule)
-            for target in targets:
-                persons[target] = frame_persons
+        frame = Frame(index, image, index * frame_interval_s)
+        write(backfill.push(frame, pipeline.step(frame), path.name))
         if on_frame is not None:
             on_frame()
+    write(backfill.flush())
     return sequence_to_json(with_persons(prediction_template(gt), persons))
 
 

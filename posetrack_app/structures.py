@@ -10,7 +10,7 @@ All coordinates are continuous image pixels (x right, y down), no `+1` conventio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -162,10 +162,23 @@ class Poses:
         return Poses(self.keypoints[index], self.keypoint_scores[index], self.boxes_xyxy[index], self.box_scores[index],
                      self.proposed_by[index])
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["Poses"]) -> "Poses":
+        """The rows of `parts` (at least one), in order."""
+        return cls(np.concatenate([p.keypoints for p in parts]), np.concatenate([p.keypoint_scores for p in parts]),
+                   np.concatenate([p.boxes_xyxy for p in parts]), np.concatenate([p.box_scores for p in parts]),
+                   np.concatenate([p.proposed_by for p in parts]))
+
 
 # Tracks.info key: float32 [M, 4] boxes where the tracker expects people it does not report (tentative and lost
 # tracks); a tracker that keeps none may leave it out.
 UNREPORTED_BOXES = "unreported_boxes"
+# Tracks.info keys for output files (tracking/backfill.py), left out by a tracker that reports every person at once:
+# LATE_POSES: {earlier frame index: Tracks} the poses of tracks confirmed in this frame, in the earlier frames where
+# they were seen before they were confirmed; PENDING_SINCE: int, the earliest frame to which a track not yet
+# confirmed may still add poses that way.
+LATE_POSES = "late_poses"
+PENDING_SINCE = "pending_since"
 
 
 @dataclass

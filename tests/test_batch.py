@@ -28,7 +28,7 @@ from posetrack_app.config import AppConfig, load_config
 from posetrack_app.errors import UserError
 from posetrack_app.evaluation.posetrack import evaluate_folders
 from posetrack_app.skeleton import POSETRACK18
-from posetrack_app.structures import Poses, Tracks
+from posetrack_app.structures import LATE_POSES, PENDING_SINCE, Poses, Tracks
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -177,6 +177,43 @@ def test_scores_against_ground_truth_with_a_person_never_predicted(tmp_path):
     for joint in result.mot:
         assert (joint.num_objects, joint.num_misses, joint.num_switches, joint.num_false_positives) == (14, 2, 0, 0)
         assert joint.mota == pytest.approx(100 * (1 - 2 / 14), abs=1e-9)
+
+
+class LateConfirmingPipeline(FakePipeline):
+    """Person 2 is tracked but not yet confirmed in the first two frames: reported from frame 2 on, when the tracker
+    hands over their poses of frames 0 and 1 (LATE_POSES), as FlowTrack does for a person first detected weakly."""
+
+    def step(self, frame):
+        tracks = super().step(frame)
+        if frame.index >= 2:
+            if frame.index == 2:
+                tracks.info[LATE_POSES] = {i: self._person_2(i) for i in (0, 1)}
+            return tracks
+        report = Tracks(tracks.track_ids[:1], tracks.poses.select(np.array([0])))
+        report.info[PENDING_SINCE] = 0
+        return report
+
+    def _person_2(self, index):
+        level = self.levels[index]
+        return Tracks(np.array([2]), Poses(person_joints(level, 2)[None].astype(np.float32),
+                                           np.full((1, 17), 0.9, np.float32),
+                                           np.array([[level + 100, 20, level + 160, 120]], np.float32),
+                                           np.array([0.4], np.float32)))
+
+
+def test_a_person_confirmed_late_is_written_in_their_first_frames(tmp_path):
+    """The prediction file holds person 2 in frames 0 and 1 too, so it scores as if they were reported at once."""
+    levels = grey(20, n=4)
+    make_dataset(tmp_path / "ds", {"seq": levels})
+    pipeline = LateConfirmingPipeline()
+    pipeline.levels = levels
+    run_batch(discover_sequences(tmp_path / "ds", "val"), tmp_path / "pred", AppConfig(),
+              pipeline_factory=lambda cfg: pipeline)
+    data = json.loads((tmp_path / "pred" / "seq.json").read_text())
+    assert sorted((a["image_id"], a["track_id"]) for a in data["annotations"]) == [
+        (i, t) for i in range(4) for t in (1, 2)]
+    result = evaluate_folders(tmp_path / "ds" / "annotations" / "val", tmp_path / "pred")
+    assert result.total_ap == 100.0 and result.total_mota == 100.0
 
 
 def test_batch_keeps_the_gt_format_and_threshold(tmp_path):

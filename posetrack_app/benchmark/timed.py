@@ -61,6 +61,10 @@ class TimedSink:
     def stop_requested(self) -> bool:
         return bool(getattr(self.sink, "stop_requested", False))
 
+    @property
+    def live(self) -> bool:
+        return bool(getattr(self.sink, "live", False))
+
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         start = self.timer.clock()
         self.sink.write(frame, tracks, fps)

@@ -35,6 +35,7 @@ from .atomic import (DISK_FULL_HINT, check_distinct_outputs, check_output_path, 
                      temporary_path_for)
 from .posetrack_json import FrameAnnotation, Sequence, sequence_to_2018
 from .render import draw_tracks
+from ..tracking.backfill import Backfill
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class Sink:
 
     # Set by a sink that wants the run to end (the live window's `q`).
     stop_requested = False
+    # A live sink gets each frame as soon as it is tracked; the others (files) get it once no track still waiting
+    # for confirmation can add to it (tracking/backfill.py), a few frames later.
+    live = False
 
 
 class _AtomicFileSink(Sink):
@@ -366,6 +370,8 @@ class RenderOnlySink(_RenderingSink):
     """Draws and drops the picture: the rendering cost of a run without a video output (what a live window would
     pay); the bench command times it."""
 
+    live = True
+
     def write(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         self.render(frame, tracks, fps)
 
@@ -492,6 +498,8 @@ class VideoSink(_AtomicFileSink, _RenderingSink):
 class WindowSink(_RenderingSink):
     """Live window; `q` or Esc ends the run."""
 
+    live = True
+
     def __init__(self, skeleton: Skeleton, render_options: Optional[dict] = None, title: str = "posetrack"):
         super().__init__(skeleton, render_options)
         self.title = title
@@ -571,7 +579,8 @@ _CLOSE = object()
 
 
 class SinkWriter:
-    """Feeds sinks from a bounded queue in a background thread.
+    """Feeds sinks from a bounded queue in a background thread: live sinks each frame as it comes, the others (files)
+    through a Backfill, so a track confirmed after its first frames is in those frames too.
 
     The queue is bounded so a slow encoder applies back-pressure instead of growing memory without limit.
     An error inside a sink is raised in the producer at its next `put` or at `close`.
@@ -579,6 +588,9 @@ class SinkWriter:
 
     def __init__(self, sinks: Sequence[Sink], queue_size: int = 16):
         self.sinks: List[Sink] = list(sinks)
+        self._live = [s for s in self.sinks if getattr(s, "live", False)]
+        self._files = [s for s in self.sinks if not getattr(s, "live", False)]
+        self._backfill = Backfill()
         self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
@@ -596,10 +608,16 @@ class SinkWriter:
             if self._error is not None:
                 continue  # drain after a failure so the producer never blocks
             try:
-                for sink in self.sinks:
+                for sink in self._live:
                     sink.write(*item)
+                self._write_files(self._backfill.push(*item))
             except BaseException as exc:  # re-raised in the producer thread
                 self._error = exc
+
+    def _write_files(self, items) -> None:
+        for item in items:
+            for sink in self._files:
+                sink.write(*item)
 
     def put(self, frame: Frame, tracks: Tracks, fps: Optional[float]) -> None:
         if self._error is not None:
@@ -614,6 +632,11 @@ class SinkWriter:
         with deferred():
             self._queue.put(_CLOSE)
             self._thread.join()
+            if keep and self._error is None:
+                try:
+                    self._write_files(self._backfill.flush())  # the frames a track still pending held back
+                except BaseException as exc:
+                    self._error = exc
             keep = keep and self._error is None
             if keep:
                 for sink in self.sinks:

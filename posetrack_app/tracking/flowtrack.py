@@ -31,7 +31,10 @@ Per frame t (the pipeline calls `propose`, merges boxes, runs the pose stage, th
      reported track that finds no pose is lost: not reported, moved by a constant-velocity Kalman filter on its box
      centre at the size it had before it was hidden (SIZE_MEMORY_S), with the joint confidences of its last
      detection, and kept `max_lost_s` seconds so its id can come back.
-  6. Report (`_report`): the confirmed tracks matched in this frame.
+  6. Report (`_report`): the confirmed tracks matched in this frame. A track confirmed in this frame also hands
+     over the poses of the frames in which it was seen before (Tracks.info[LATE_POSES]), and the earliest frame a
+     tentative track could still add to goes to Tracks.info[PENDING_SINCE]: output files put those poses back in
+     their frames (tracking/backfill.py), where a live view has already shown the frame without them.
 
 Time is in seconds, from Frame.timestamp_s (the source's frame rate); where timestamps do not advance, frames are
 taken as 1/30 s apart. Distances that decide a match are relative to the person (OKS scales with the box area).
@@ -40,8 +43,8 @@ The tracker never draws and never reads files; ids come from a per-instance coun
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -49,7 +52,8 @@ from ..config import DetectorConfig, FlowTrackConfig
 from ..ops.boxes import box_areas, box_iou
 from ..ops.oks import oks_matrix, oks_nms
 from ..skeleton import Skeleton
-from ..structures import DETECTOR, UNREPORTED_BOXES, Detections, Frame, Poses, Tracks
+from ..structures import (DETECTOR, LATE_POSES, PENDING_SINCE, UNREPORTED_BOXES, Detections, Frame, Poses,
+                          Tracks)
 from .clock import TrackerClock
 from .flow import KeypointFlow
 from .matching import greedy_match
@@ -161,6 +165,8 @@ class _Track:
     hits: int = 1                  # detections (a tentative track's are consecutive: one miss removes it)
     score_sum: float = 0.0         # box scores of its detections added up (decides when a tentative one is reported)
     lost_since_s: Optional[float] = None
+    # A tentative track's detections (frame index, its pose row): reported in their own frames once it is confirmed.
+    early: List[Tuple[int, Poses]] = field(default_factory=list)
     # Warped into the current frame by `_advance`:
     pred_keypoints: Optional[np.ndarray] = None
     pred_scores: Optional[np.ndarray] = None
@@ -243,6 +249,8 @@ class FlowTracker:
         """Sequence boundary: forget tracks and frames; ids restart at 1."""
         self._tracks: List[_Track] = []
         self._next_id = 1
+        self._late: Dict[int, List[Tuple[int, Poses]]] = {}  # frame index -> (id, pose) confirmed in this update
+        self._frame_index = 0
         self.flow.reset()
         self._advanced_key = None
         self._frames_seen = 0
@@ -264,6 +272,7 @@ class FlowTracker:
         if key == self._advanced_key:
             return
         self._advanced_key = key
+        self._frame_index = frame.index
         self._frames_seen += 1
         self._clock.tick(frame)
         self.flow.next_frame(frame.image_bgr)
@@ -360,6 +369,7 @@ class FlowTracker:
             if track.pred_keypoints is None:  # created in the previous update without a frame in between
                 track.pred_keypoints, track.pred_scores = track.keypoints.copy(), track.keypoint_scores.copy()
                 track.pred_box = track.box_xyxy.copy()
+        self._late = {}
         decay = self._carried_decay(poses)
         detected, carried = self._suppress_duplicates(poses, decay)
         assigned = self._associate(poses, detected, carried)
@@ -524,6 +534,8 @@ class FlowTracker:
             track.score_sum += track.box_score
             if track.state == LOST or (track.state == TENTATIVE and track.score_sum >= CONFIRM_SCORE_SUM - 1e-9):
                 self._confirm(track)
+            elif track.state == TENTATIVE:
+                track.early.append((self._frame_index, poses.select(np.array([index]))))
 
     @staticmethod
     def _motion_anchor(track: _Track, box: np.ndarray) -> np.ndarray:
@@ -572,15 +584,21 @@ class FlowTracker:
         )
         if score >= self.confirm_score - 1e-9:
             self._confirm(track)
+        else:
+            track.early.append((self._frame_index, poses.select(np.array([index]))))
         self._tracks.append(track)
         return track
 
     def _confirm(self, track: _Track) -> None:
-        """The track is reported from now on; the first time, it gets the next id."""
+        """The track is reported from now on; the first time, it gets the next id, and the poses it had before go to
+        this frame's LATE_POSES."""
         track.state = TRACKED
         if track.track_id == UNCONFIRMED_ID:
             track.track_id = self._next_id
             self._next_id += 1
+        for frame_index, pose in track.early:
+            self._late.setdefault(frame_index, []).append((track.track_id, pose))
+        track.early = []
 
     def _report(self, poses: Poses, decay: np.ndarray, assigned: Dict[int, _Track]) -> Tracks:
         report = sorted((i, t) for i, t in assigned.items() if t.state == TRACKED and t.matched)
@@ -600,4 +618,11 @@ class FlowTracker:
                                         for t in self._tracks if t.state in (TENTATIVE, LOST)],
                                        dtype=np.float32).reshape(-1, 4),
         }
+        if self._late:
+            info[LATE_POSES] = {frame_index: Tracks(np.array([i for i, _ in rows], np.int64),
+                                                    Poses.concatenate([pose for _, pose in rows]))
+                                for frame_index, rows in self._late.items()}
+        pending = [t.early[0][0] for t in self._tracks if t.early]
+        if pending:
+            info[PENDING_SINCE] = min(pending)
         return Tracks(np.array([t.track_id for _, t in report], dtype=np.int64), reported, info=info)
