@@ -127,11 +127,8 @@ def _run(cfg, clip, detector) -> suite.RunOutput:
         found = detector(frame, regions)
         return found.select(np.flatnonzero(found.scores >= threshold))
 
-    pipe = Pipeline(replay, pose_stage, tracker, schedule=build_detection_schedule(cfg),
-                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold)
-    pipe.reset()
-    tracks = [pipe.step(Frame(i, image, i / clip.fps)) for i, image in enumerate(clip.frames)]
-    return suite.RunOutput(suite._mot_frames(tracks), tracks, 0.0)
+    return suite.run_pipeline(Pipeline(replay, pose_stage, tracker, schedule=build_detection_schedule(cfg),
+                                       box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold), clip)
 
 
 def _table(results, calls, clips) -> str:

@@ -260,8 +260,7 @@ def _to_mot(frames: Iterable[Tuple[np.ndarray, np.ndarray]]) -> MotFrames:
 
 
 def run_ours(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOutput:
-    """Our pipeline (detector replayed, detector-keypoint poses) over the clip at the clip's frame rate; the tracks
-    as an output file holds them (a track confirmed late gets its first frames back, tracking/backfill.py)."""
+    """Our pipeline (detector replayed, detector-keypoint poses) over the clip (run_pipeline)."""
     cfg = replace(cfg, **{"pose.model": "detector"})
     pose_stage = build_pose_stage(cfg)
     tracker = build_tracker(cfg, pose_stage.skeleton)
@@ -270,10 +269,15 @@ def run_ours(cfg: AppConfig, clip: Clip, detections: List[Detections]) -> RunOut
         raise SystemExit(f"the detection cache holds scores >= {CACHE_SCORE_THRESHOLD}; the pipeline asks for "
                          f"{threshold}: raise tracker.flow.low_score_threshold / detector.score_threshold")
     replay = ReplayDetector(above(detections, threshold))
-    pipe = Pipeline(replay, pose_stage, tracker, detect_every=cfg.detector.detect_every,
-                    box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold)
+    return run_pipeline(Pipeline(replay, pose_stage, tracker, detect_every=cfg.detector.detect_every,
+                                 box_merge_iou_threshold=cfg.tracker.box_merge_iou_threshold), clip)
+
+
+def run_pipeline(pipe: Pipeline, clip: Clip) -> RunOutput:
+    """`pipe` over the clip at the clip's frame rate; the tracks as an output file holds them (a track confirmed
+    late gets its first frames back, tracking/backfill.py)."""
     pipe.reset()
-    backfill = Backfill()  # scored as the output files hold it
+    backfill = Backfill()
     out, start = [], time.perf_counter()
     for i, image in enumerate(clip.frames):
         frame = Frame(i, image, i / clip.fps)
