@@ -57,7 +57,3 @@ class Backfill:
         ready = [tuple(entry) for entry in self._held]
         self._held.clear()
         return ready
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
