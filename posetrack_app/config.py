@@ -236,52 +236,53 @@ class FlowTrackConfig(_Validated):
     shaking hand-held camera (syn25pan), was added after they were chosen and left them where they were. Times in
     seconds, so the same values hold at 7 and 30 fps. Evidence below: the suite score (mean over the six clip groups
     of each clip's mean of MOTA and IDF1, plus pose MOTA and pose mAP on the synthetic clips; detector size auto;
-    the tracks as the output files hold them, tracking/backfill.py) is 74.0 with these defaults, and the value named
+    the tracks as the output files hold them, tracking/backfill.py) is 74.1 with these defaults, and the value named
     beside each field gives the suite score with that one field changed (re-measured 2026-12-01 with the files'
-    back-fill). The best of the 31 candidates scores 74.3 (max_propagation_s 0.5): all of its gain is PETS09's
-    (73.2 -> 75.2; every other group unchanged), so the defaults stay (see max_propagation_s)."""
+    back-fill and WEAK_MIN_SIZE_FRACTION). The best of the 31 candidates scores 74.4 (max_propagation_s 0.5): all
+    of its gain is PETS09's (73.2 -> 75.2; every other group unchanged), so the defaults stay (see
+    max_propagation_s)."""
 
     # Minimum OKS between a detector pose and a track's flow-warped pose to continue the track. Low, because the
     # joints of small (30-px-wide) people jitter by several pixels; greedy matching takes the best pairs first.
-    # 0.05 ties with 0.15 (74.0: PETS09 +0.3, MOT17 -0.2, the hand-held clip -0.2; before the back-fill, medians
+    # 0.05 ties with 0.15 (74.1: PETS09 +0.3, MOT17 -0.3, the hand-held clip -0.2; before the back-fill, medians
     # over 8 noisy copies of the detections 73.2 for both at size auto, 60.2 and 60.1 at 640), but lets a
     # mislocalized detection continue a track whose flow-propagated box was on the person: on MOT17-10 a 0.36 box
     # 35 px beside a person matched them at OKS 0.10 and put FlowTrack's precision 3.4 points under the IoU
     # tracker's (issue 12: never worse than the detector alone). With 0.15 MOT17-10's precision is the IoU tracker's 100 in 7 of the 8 noisy
-    # copies, with 0.05 in 3. 0.3: 72.5 (PETS09 -6.9, the hand-held clip -2.0).
+    # copies, with 0.05 in 3. 0.3: 72.6 (PETS09 -6.8, the hand-held clip -2.1).
     match_oks_threshold: float = ranged(0.15, **UNIT)
     # Pose NMS: a pose whose OKS with a better pose is above this is a duplicate and dropped. Detector poses go
-    # first, so a propagated pose never displaces a detected one. 0.5: 74.0 (syn7 +0.3, the hand-held clip -0.2;
+    # first, so a propagated pose never displaces a detected one. 0.5: 74.1 (syn7 +0.3, the hand-held clip -0.2;
     # at detector size 640 the 30-fps clip lost 2.8 IDF1), 0.7: 73.6 (syn7 -1.4).
     pose_nms_oks_threshold: float = ranged(0.6, **UNIT)
-    # Detector poses below this box score never start a track (they may still continue one). 0.4: 73.9 (PETS09
-    # -0.3, MOT17 -0.9, the hand-held clip +0.6): a tie, and 0.3 lets a person first seen at 0.3-0.4 be found.
+    # Detector poses below this box score never start a track (they may still continue one). 0.4: 74.0 (PETS09
+    # -0.2, MOT17 -0.9, the hand-held clip +0.5): a tie, and 0.3 lets a person first seen at 0.3-0.4 be found.
     new_track_min_score: float = ranged(0.3, **UNIT)
     # A track whose first detection scores at least this is reported at once; one that starts weaker is reported once
     # the scores of its consecutive detections add up to 0.8 (tracking/flowtrack.py CONFIRM_SCORE_SUM), so a single
     # weak detection (a bag detected once at 0.36) never becomes a person. Output files then get the track's first
-    # frames back (tracking/backfill.py); the live view shows it from the frame it is confirmed. 0.4: 73.9, 0.6: 74.0
+    # frames back (tracking/backfill.py); the live view shows it from the frame it is confirmed. 0.4: 74.0, 0.6: 74.1
     # (flat).
     confirm_score: float = ranged(0.5, **UNIT)
     # Seconds a reported track may be carried by flow alone after its last detection (propagated box and pose,
-    # only while its joints flow reliably). 0 = never report a pose the detector did not back. 0: 73.7 (PETS09
-    # 73.2 -> 71.6 without propagation), 0.5: 74.3 (PETS09 alone gains, 75.2; every other group unchanged: one
+    # only while its joints flow reliably). 0 = never report a pose the detector did not back. 0: 73.9 (PETS09
+    # 73.2 -> 71.6 without propagation), 0.5: 74.4 (PETS09 alone gains, 75.2; every other group unchanged: one
     # clip's gain, and at 25-30 fps twice as many carried frames, so it stays at 0.25). Besides, a detection
     # schedule that skips frames (detector.detect_every=2) needs poses between detections.
     max_propagation_s: float = ranged(0.25, 0.0, 3600.0)
     # Seconds a lost track is kept (moved by its Kalman filter, not reported) so its id can come back after an
-    # occlusion. 1: 71.8, 2: 73.2 (PETS09 61.1 and 68.3 instead of 73.2; the synthetic clips within 1.1).
+    # occlusion. 1: 71.9, 2: 73.3 (PETS09 61.2 and 68.3 instead of 73.2; the synthetic clips within 1.1).
     max_lost_s: float = ranged(4.0, 0.0, 3600.0)
     # The box of a detector-backed match is this much the track's flow-propagated box and the rest the detector's
-    # box (0 = the detector's box): less box jitter, no lag. 0: 73.3 (the 30-fps clip 78.1 -> 74.4, PETS09
+    # box (0 = the detector's box): less box jitter, no lag. 0: 73.4 (the 30-fps clip 78.2 -> 74.6, PETS09
     # 73.2 -> 74.0).
     box_flow_weight: float = ranged(0.3, 0.0, 1.0, hi_open=True)
     # Detections scored from this up to detector.score_threshold are weak evidence: the detector passes them to
     # FlowTrack (build.py runs it at the lower of the two), and they only continue existing tracks, after the
     # detections at or above detector.score_threshold have been matched; they never start a track and are never
-    # reported unmatched. At or above detector.score_threshold: no second round. 0.15: 72.2 (PETS09 73.2 -> 62.0),
-    # 0.25 (no second round): 70.9 (PETS09 73.2 -> 54.9; the hand-held clip gains 0.6, the 30-fps clip 0.2, the
-    # 25-fps clip loses 0.9).
+    # reported unmatched. At or above detector.score_threshold: no second round. 0.15: 72.3 (PETS09 73.2 -> 62.0),
+    # 0.25 (no second round): 70.9 (PETS09 73.2 -> 54.9; the hand-held clip gains 0.3, the 30-fps clip 0.1, the
+    # 25-fps clip loses 1.1).
     low_score_threshold: float = ranged(0.1, 0.0, 1.0)
 
 
@@ -308,7 +309,7 @@ class TrackerConfig(_Validated):
     flow: FlowTrackConfig = field(default_factory=FlowTrackConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     # Box merge before the pose stage (tracking/merge.py): a propagated box whose IoU with a detector box (or a
-    # better propagated box) is above this is a duplicate and dropped; detector boxes are always kept. 0.5: 74.0
+    # better propagated box) is above this is a duplicate and dropped; detector boxes are always kept. 0.5: 74.1
     # (no change).
     box_merge_iou_threshold: float = ranged(0.7, **UNIT)
 
