@@ -489,11 +489,18 @@ def _pose(boxes, keypoints, row, score, keypoint_score=0.9):
     return Poses(keypoints[[row]], np.full((1, K), keypoint_score, np.float32), boxes[[row]], np.array([score]))
 
 
-@pytest.mark.parametrize("low_score_threshold, reported_while_weak", [(0.1, True), (0.25, False)])
-def test_weak_detections_continue_a_reported_track(low_score_threshold, reported_while_weak):
-    """A person detected at 0.9, then only at 0.15 for 10 frames (partly hidden), then at 0.9 again: the weak
-    detections keep the track reported under its id; with the second round off (low_score_threshold at the
-    detector's 0.25) the person is not reported while weak."""
+@pytest.mark.parametrize("low_score_threshold, score, width_fraction, reported_while_weak", [
+    (0.1, 0.15, 1.0, True),    # a weak detection of the whole person: reported (the second round)
+    (0.25, 0.15, 1.0, False),  # the second round off (low_score_threshold at the detector's 0.25): not reported
+    (0.1, 0.15, 0.6, True),    # cut, but more than half of them
+    (0.1, 0.15, 0.3, False),   # a weak sliver (WEAK_MIN_SIZE_FRACTION): keeps the track, is not reported
+    (0.1, 0.9, 0.3, True),     # a strong detection is reported however narrow
+])
+def test_weak_detections_continue_a_reported_track(low_score_threshold, score, width_fraction, reported_while_weak):
+    """A person detected at 0.9, then for 10 frames (partly hidden) only as a box cut to `width_fraction` of their
+    width at `score`, then at 0.9 again: one id throughout; while partly hidden, reported or not as the table says,
+    and where not reported, the tracker still says where it expects them (UNREPORTED_BOXES, for the roi detection
+    schedule)."""
     scene = Scene(seed=20)
     tracker = _tracker(low_score_threshold=low_score_threshold, high_score_threshold=0.25)
     ids = []
@@ -502,41 +509,17 @@ def test_weak_detections_continue_a_reported_track(low_score_threshold, reported
         frame = Frame(t, image, t / 25)
         tracker.propose(frame)
         weak = 5 <= t < 15
-        tracks = tracker.update(frame, _pose(boxes, keypoints, 0, 0.15 if weak else 0.9))
+        pose = _pose(boxes, keypoints, 0, score if weak else 0.9)
         if weak:
-            assert len(tracks) == (1 if reported_while_weak else 0), f"frame {t}"
-        else:
-            assert len(tracks) == 1, f"frame {t}"
-        ids += tracks.track_ids.tolist()
-    assert set(ids) == {1}
-
-
-@pytest.mark.parametrize("score, width_fraction, reported", [
-    (0.15, 1.0, True),    # a weak detection of the whole person: reported (the second round)
-    (0.15, 0.6, True),    # cut, but more than half of them
-    (0.15, 0.3, False),   # a weak sliver (WEAK_MIN_SIZE_FRACTION): keeps the track, is not reported
-    (0.9, 0.3, True),     # a strong detection is reported however narrow
-])
-def test_a_weak_sliver_of_a_person_keeps_the_track_but_is_not_reported(score, width_fraction, reported):
-    """A person detected at 0.9, then for 5 frames only as a box cut to `width_fraction` of their width at `score`,
-    then at 0.9 again: one id throughout; while cut, reported or not as the table says, and where not reported, the
-    tracker still says where it expects them (UNREPORTED_BOXES, for the roi detection schedule)."""
-    scene = Scene(seed=22)
-    tracker = _tracker(low_score_threshold=0.1, high_score_threshold=0.25)
-    ids = []
-    for t in range(15):
-        image, boxes, keypoints = scene.render([(40 + 4 * t, 60)])
-        frame = Frame(t, image, t / 25)
-        tracker.propose(frame)
-        cut = 5 <= t < 10
-        pose = _pose(boxes, keypoints, 0, score if cut else 0.9)
-        if cut:
             pose.boxes_xyxy[0, 2] = pose.boxes_xyxy[0, 0] + width_fraction * PERSON_W
         tracks = tracker.update(frame, pose)
-        assert len(tracks) == (1 if reported or not cut else 0), f"frame {t}"
-        if cut and not reported:
-            expected = tracks.info[UNREPORTED_BOXES]
-            assert len(expected) == 1 and box_iou(expected, pose.boxes_xyxy)[0, 0] >= 0.5, f"frame {t}"
+        if weak:
+            assert len(tracks) == (1 if reported_while_weak else 0), f"frame {t}"
+            if not reported_while_weak:
+                expected = tracks.info[UNREPORTED_BOXES]
+                assert len(expected) == 1 and box_iou(expected, pose.boxes_xyxy)[0, 0] >= 0.5, f"frame {t}"
+        else:
+            assert len(tracks) == 1, f"frame {t}"
         ids += tracks.track_ids.tolist()
     assert set(ids) == {1}
 

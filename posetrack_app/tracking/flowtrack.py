@@ -398,7 +398,7 @@ class FlowTracker:
         candidates = np.flatnonzero(keep)
         # Priority, not score: +2 puts every detector pose ahead of every propagated one, and +4 every strong
         # detection ahead of every weak one.
-        strong = ~propagated & (poses.box_scores >= self.high_score_threshold - 1e-9)
+        strong = ~propagated & self._strong(poses.box_scores)
         priority = (strong[candidates] * 4.0 + (~propagated[candidates]) * 2.0
                     + _pose_score(poses.keypoint_scores[candidates]))
         kept = oks_nms(poses.keypoints[candidates], poses.keypoint_scores[candidates],
@@ -407,6 +407,10 @@ class FlowTracker:
         candidates = candidates[kept]
         return candidates[~propagated[candidates]], candidates[propagated[candidates]]
 
+    def _strong(self, box_scores):
+        """Box scores (array or one) at or above high_score_threshold: the first round's detections."""
+        return box_scores >= self.high_score_threshold - 1e-9
+
     def _associate(self, poses: Poses, detected: np.ndarray, carried: np.ndarray) -> Dict[int, _Track]:
         """pose row -> track. Strong detector poses (box score >= high_score_threshold) first, against every track;
         then weak ones (low_score_threshold and up) against the reported and lost tracks still free (never a
@@ -414,8 +418,8 @@ class FlowTracker:
         tracks where they were last seen; carried poses continue the track that proposed them, if it is still free."""
         assigned: Dict[int, _Track] = {}
         scores = poses.box_scores[detected] if len(detected) else np.zeros(0, np.float32)
-        strong = detected[scores >= self.high_score_threshold - 1e-9]
-        weak = detected[(scores < self.high_score_threshold - 1e-9) & (scores >= self.low_score_threshold - 1e-9)]
+        strong = detected[self._strong(scores)]
+        weak = detected[~self._strong(scores) & (scores >= self.low_score_threshold - 1e-9)]
         self._match(poses, strong, self._tracks, assigned)
         self._match(poses, weak, [t for t in self._tracks if t.state != TENTATIVE], assigned)
         self._match_where_last_seen(poses, np.concatenate([strong, weak]), assigned)
@@ -611,7 +615,7 @@ class FlowTracker:
 
     def _weak_sliver(self, poses: Poses, index: int, track: _Track) -> bool:
         """A weak detector pose whose box is under WEAK_MIN_SIZE_FRACTION of the person's width or height."""
-        if poses.proposed_by[index] != DETECTOR or poses.box_scores[index] >= self.high_score_threshold - 1e-9:
+        if poses.proposed_by[index] != DETECTOR or self._strong(poses.box_scores[index]):
             return False
         width, height = _size_wh(track)
         x1, y1, x2, y2 = poses.boxes_xyxy[index]
@@ -638,9 +642,9 @@ class FlowTracker:
                                        dtype=np.float32).reshape(-1, 4),
         }
         if self._late:
-            info[LATE_POSES] = {frame_index: Tracks(np.array([i for i, _ in rows], np.int64),
-                                                    Poses.concatenate([pose for _, pose in rows]))
-                                for frame_index, rows in self._late.items()}
+            info[LATE_POSES] = {frame_index: Tracks(np.array([i for i, _ in entries], np.int64),
+                                                    Poses.concatenate([pose for _, pose in entries]))
+                                for frame_index, entries in self._late.items()}
         pending = [t.early[0][0] for t in self._tracks if t.early]
         if pending:
             info[PENDING_SINCE] = min(pending)
